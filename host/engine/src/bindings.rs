@@ -1,0 +1,25 @@
+//! The one home of generated host bindings for `wit/`.
+//!
+//! Every world of the `wasmgate:plugin` package is generated here and nowhere else, so a WIT change
+//! surfaces as a compile error in exactly one place. `wasi:config` comes from
+//! `wasmtime-wasi-config`; `wasi:keyvalue` is implemented by [`crate::keyvalue`] because the stock
+//! one is in-memory only.
+
+mod network {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "wasmgate:plugin/network-plugin",
+        imports: { default: trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": crate::keyvalue::Bucket,
+        },
+        trappable_error_type: {
+            "wasi:keyvalue/store.error" => crate::keyvalue::KvError,
+        },
+    });
+}
+
+pub use network::exports::wasmgate::plugin::network::Guest as NetworkGuest;
+pub use network::wasi::keyvalue;
+pub use network::wasmgate::plugin::cni_types;
+pub use network::{NetworkPlugin, NetworkPluginPre};

@@ -1,0 +1,145 @@
+//! One plugin call: a fresh instance from the pre-instantiated component, an epoch deadline, a
+//! memory cap, and a tokio timeout on top, because epochs cannot interrupt a blocking host call.
+//! Whatever the guest does, the caller gets a value or a [`CallError`]; the daemon keeps serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Store, Trap};
+
+use crate::bindings::{NetworkGuest, NetworkPluginPre};
+use crate::engine::{EPOCH_TICK, WasmEngine};
+use crate::host::{HostState, MemoryCap};
+use crate::keyvalue::KvStore;
+
+/// Per-plugin bounds on one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// How a single call failed. Each maps to a wire error in the front door's one mapping place.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("plugin {plugin} trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin {plugin} exceeded its deadline of {timeout:?}")]
+    Timeout { plugin: String, timeout: Duration },
+    #[error("plugin {plugin} exceeded its memory limit of {limit} bytes")]
+    OutOfMemory { plugin: String, limit: usize },
+    #[error("plugin {plugin} could not be instantiated: {message}")]
+    Instantiate { plugin: String, message: String },
+    #[error("engine is shutting down")]
+    Shutdown,
+}
+
+/// What a call needs besides its closure; cloned out of the plugin so the call owns it.
+pub(crate) struct CallContext {
+    pub(crate) plugin: String,
+    pub(crate) engine: WasmEngine,
+    pub(crate) pre: NetworkPluginPre<HostState>,
+    pub(crate) kv: Arc<KvStore>,
+    pub(crate) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    pub(crate) limits: Limits,
+    pub(crate) inherit_stderr: bool,
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+}
+
+pub(crate) async fn run<R, F>(ctx: CallContext, f: F) -> Result<R, CallError>
+where
+    F: FnOnce(&NetworkGuest, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
+    R: Send + 'static,
+{
+    // Waiting for a slot beats failing: the pool has a fixed number of them.
+    let _permit = ctx.permits.clone().acquire_owned().await.map_err(|_| CallError::Shutdown)?;
+    let plugin = ctx.plugin.clone();
+    let limits = ctx.limits;
+    let handle = tokio::task::spawn_blocking(move || run_blocking(ctx, f));
+    // The epoch deadline fires first in all but blocking host calls; the grace keeps the two
+    // from racing so a runaway guest is reported by the epoch, with its trap.
+    let bound = limits.timeout + Duration::from_millis(250);
+    match tokio::time::timeout(bound, handle).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(join)) => Err(CallError::Trap {
+            plugin,
+            message: format!("host task failed: {join}"),
+        }),
+        Err(_) => Err(CallError::Timeout {
+            plugin,
+            timeout: limits.timeout,
+        }),
+    }
+}
+
+fn run_blocking<R, F>(ctx: CallContext, f: F) -> Result<R, CallError>
+where
+    F: FnOnce(&NetworkGuest, &mut Store<HostState>) -> wasmtime::Result<R>,
+{
+    let mut wasi = wasmtime_wasi::WasiCtx::builder();
+    if ctx.inherit_stderr {
+        wasi.inherit_stderr();
+    }
+    let state = HostState {
+        wasi: wasi.build(),
+        table: Default::default(),
+        config: ctx.config.clone(),
+        kv: ctx.kv.clone(),
+        memory: MemoryCap {
+            limit: ctx.limits.memory_bytes,
+            hit: false,
+        },
+    };
+    let mut store = Store::new(&ctx.engine.engine, state);
+    store.limiter(|s| &mut s.memory);
+    let ticks = ctx.limits.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1) as u64;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+
+    let instance = match ctx.pre.instantiate(&mut store) {
+        Ok(i) => i,
+        Err(e) => {
+            return Err(classify(&ctx, &store, e).unwrap_or_else(|e| CallError::Instantiate {
+                plugin: ctx.plugin.clone(),
+                message: format!("{e:#}"),
+            }));
+        }
+    };
+    let out = f(instance.wasmgate_plugin_network(), &mut store);
+    out.map_err(|e| {
+        classify(&ctx, &store, e).unwrap_or_else(|e| CallError::Trap {
+            plugin: ctx.plugin.clone(),
+            message: format!("{e:#}"),
+        })
+    })
+}
+
+/// Recognises the two failures with their own wire codes; anything else is handed back.
+fn classify(
+    ctx: &CallContext,
+    store: &Store<HostState>,
+    err: wasmtime::Error,
+) -> Result<CallError, wasmtime::Error> {
+    if store.data().memory.hit {
+        return Ok(CallError::OutOfMemory {
+            plugin: ctx.plugin.clone(),
+            limit: ctx.limits.memory_bytes,
+        });
+    }
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return Ok(CallError::Timeout {
+            plugin: ctx.plugin.clone(),
+            timeout: ctx.limits.timeout,
+        });
+    }
+    Err(err)
+}

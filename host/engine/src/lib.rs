@@ -1,0 +1,36 @@
+//! The Wasm engine behind every wasmgate call.
+//!
+//! In the flow of a call this is the third stop: a front door (CNI, CSI, CRI) has decoded and
+//! validated the request, the router picked a plugin, and this crate runs that plugin in a fresh,
+//! bounded sandbox and hands back the data it returned. It never performs a host effect itself.
+//!
+//! - [`bindings`]: the only `bindgen!` in the project.
+//! - [`engine`]: the wasmtime engine (pooling allocator, epoch ticker) and the compiled-artifact cache.
+//! - [`registry`]: plugin name to current version, hot-swapped atomically.
+//! - [`call`]: one call in a fresh instance, with an epoch deadline, a memory cap and a timeout.
+//! - [`keyvalue`]: the crash-safe `wasi:keyvalue` store each plugin keeps its state in.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), wasmgate_engine::EngineError> {
+//! use wasmgate_engine::{PluginSpec, Registry, WasmEngine, EngineConfig};
+//! let engine = WasmEngine::new(&EngineConfig::default())?;
+//! let registry = Registry::new(engine, "/var/lib/wasmgate".into());
+//! registry.load(PluginSpec::new("bridge", "plugins/bridge_ipam.wasm")).await?;
+//! let plugin = registry.get("bridge")?;
+//! let versions = plugin.network(|net, store| net.call_versions(store)).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod bindings;
+pub mod call;
+pub mod engine;
+mod error;
+mod host;
+pub mod keyvalue;
+pub mod registry;
+
+pub use call::{CallError, Limits};
+pub use engine::{EngineConfig, WasmEngine};
+pub use error::EngineError;
+pub use host::HostState;
+pub use registry::{LoadedPlugin, PluginInfo, PluginSpec, Registry};

@@ -1,0 +1,257 @@
+//! Plugin name to current version. A reload compiles and type-checks the new version off the hot
+//! path, then swaps it in atomically; calls already running keep the version they started on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use wasmtime::Store;
+
+use crate::bindings::{NetworkGuest, NetworkPlugin, NetworkPluginPre};
+use crate::call::{self, CallContext, CallError, Limits};
+use crate::engine::{WasmEngine, sha256_hex};
+use crate::host::HostState;
+use crate::keyvalue::KvStore;
+use crate::EngineError;
+
+/// How a plugin is declared in the daemon's config.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub limits: Limits,
+    /// Values served through `wasi:config`.
+    pub config: BTreeMap<String, String>,
+    /// Let the guest write to the daemon's stderr (debugging only; it is not authority).
+    pub inherit_stderr: bool,
+}
+
+impl PluginSpec {
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            limits: Limits::default(),
+            config: BTreeMap::new(),
+            inherit_stderr: false,
+        }
+    }
+}
+
+/// One compiled, linked version of a plugin.
+pub struct LoadedPlugin {
+    spec: PluginSpec,
+    info: PluginInfo,
+    engine: WasmEngine,
+    pre: NetworkPluginPre<HostState>,
+    kv: Arc<KvStore>,
+    config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// What `wasmgate plugin list` shows.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub world: String,
+    /// Seconds since the Unix epoch.
+    pub loaded_at: u64,
+    /// Whether the compiled artifact came from the on-disk cache.
+    pub cached: bool,
+    pub generation: u64,
+}
+
+impl LoadedPlugin {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn spec(&self) -> &PluginSpec {
+        &self.spec
+    }
+
+    /// Runs `f` against a fresh instance of this version, within the plugin's limits.
+    pub async fn network<R, F>(&self, f: F) -> Result<R, CallError>
+    where
+        F: FnOnce(&NetworkGuest, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let ctx = CallContext {
+            plugin: self.spec.name.clone(),
+            engine: self.engine.clone(),
+            pre: self.pre.clone(),
+            kv: self.kv.clone(),
+            config: self.config.clone(),
+            limits: self.spec.limits,
+            inherit_stderr: self.spec.inherit_stderr,
+            permits: self.permits.clone(),
+        };
+        call::run(ctx, f).await
+    }
+
+    /// Instantiates once and keeps the instance: only for measuring what a fresh instance costs.
+    pub fn warm_instance(&self) -> Result<(Store<HostState>, NetworkPlugin), EngineError> {
+        let state = HostState {
+            wasi: wasmtime_wasi::WasiCtx::builder().build(),
+            table: Default::default(),
+            config: self.config.clone(),
+            kv: self.kv.clone(),
+            memory: crate::host::MemoryCap {
+                limit: self.spec.limits.memory_bytes,
+                hit: false,
+            },
+        };
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let inst = self.pre.instantiate(&mut store).map_err(|e| {
+            EngineError::Call(CallError::Instantiate {
+                plugin: self.spec.name.clone(),
+                message: format!("{e:#}"),
+            })
+        })?;
+        Ok((store, inst))
+    }
+}
+
+/// All loaded plugins.
+pub struct Registry {
+    engine: WasmEngine,
+    state_dir: PathBuf,
+    plugins: RwLock<HashMap<String, Arc<ArcSwap<LoadedPlugin>>>>,
+    stores: Mutex<HashMap<String, Arc<KvStore>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Registry {
+    pub fn new(engine: WasmEngine, state_dir: PathBuf) -> Self {
+        let permits = Arc::new(tokio::sync::Semaphore::new(engine.max_instances as usize));
+        Self {
+            engine,
+            state_dir,
+            plugins: RwLock::new(HashMap::new()),
+            stores: Mutex::new(HashMap::new()),
+            permits,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn engine(&self) -> &WasmEngine {
+        &self.engine
+    }
+
+    /// Loads `spec`, replacing any version of the same name. On error the old version stays.
+    pub async fn load(&self, spec: PluginSpec) -> Result<PluginInfo, EngineError> {
+        let kv = self.store_for(&spec.name)?;
+        let engine = self.engine.clone();
+        let cache_dir = self.state_dir.join("cache");
+        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let permits = self.permits.clone();
+        // Compiling takes a core for a while: keep it off the async workers serving calls.
+        let loaded = tokio::task::spawn_blocking(move || {
+            build(engine, spec, kv, &cache_dir, generation, permits)
+        })
+        .await
+        .map_err(|e| EngineError::Config(format!("compile task failed: {e}")))??;
+        let info = loaded.info.clone();
+        let name = info.name.clone();
+        let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+        match plugins.get(&name) {
+            Some(slot) => slot.store(Arc::new(loaded)),
+            None => {
+                plugins.insert(name, Arc::new(ArcSwap::from_pointee(loaded)));
+            }
+        }
+        Ok(info)
+    }
+
+    /// Recompiles a loaded plugin from its file.
+    pub async fn reload(&self, name: &str) -> Result<PluginInfo, EngineError> {
+        let spec = self.get(name)?.spec.clone();
+        self.load(spec).await
+    }
+
+    /// The current version; callers keep it for the whole call.
+    pub fn get(&self, name: &str) -> Result<Arc<LoadedPlugin>, EngineError> {
+        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
+        plugins
+            .get(name)
+            .map(|slot| slot.load_full())
+            .ok_or_else(|| EngineError::UnknownPlugin(name.to_string()))
+    }
+
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = plugins.values().map(|s| s.load().info.clone()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn store_for(&self, name: &str) -> Result<Arc<KvStore>, EngineError> {
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = stores.get(name) {
+            return Ok(s.clone());
+        }
+        let path = self.state_dir.join("plugins").join(format!("{name}.redb"));
+        let store = Arc::new(KvStore::open(&path).map_err(|message| EngineError::Store {
+            name: name.to_string(),
+            message,
+        })?);
+        stores.insert(name.to_string(), store.clone());
+        Ok(store)
+    }
+}
+
+fn build(
+    engine: WasmEngine,
+    spec: PluginSpec,
+    kv: Arc<KvStore>,
+    cache_dir: &Path,
+    generation: u64,
+    permits: Arc<tokio::sync::Semaphore>,
+) -> Result<LoadedPlugin, EngineError> {
+    let bytes = std::fs::read(&spec.path).map_err(|source| EngineError::Read {
+        name: spec.name.clone(),
+        path: spec.path.clone(),
+        source,
+    })?;
+    let sha256 = sha256_hex(&bytes);
+    let (component, cached) = engine.compile_cached(&spec.name, &bytes, &sha256, cache_dir)?;
+    let link = |e: wasmtime::Error| EngineError::Link {
+        name: spec.name.clone(),
+        world: "wasmgate:plugin/network-plugin@0.1.0",
+        message: format!("{e:#}"),
+    };
+    // instantiate_pre type-checks every import; NetworkPluginPre checks the exports. A plugin that
+    // needs something we don't grant fails here, before it could replace a working version.
+    let pre = engine.linker.instantiate_pre(&component).map_err(link)?;
+    let pre = NetworkPluginPre::new(pre).map_err(link)?;
+    let config = Arc::new(spec.config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
+    let loaded_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    Ok(LoadedPlugin {
+        info: PluginInfo {
+            name: spec.name.clone(),
+            path: spec.path.clone(),
+            sha256,
+            world: "wasmgate:plugin/network-plugin@0.1.0".to_string(),
+            loaded_at,
+            cached,
+            generation,
+        },
+        spec,
+        engine,
+        pre,
+        kv,
+        config,
+        permits,
+    })
+}
