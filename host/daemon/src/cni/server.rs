@@ -1,0 +1,42 @@
+//! The CNI socket: one request line in, one response line out, per connection.
+
+use std::sync::Arc;
+
+use tokio::io::BufReader;
+use tokio::net::UnixListener;
+use wasmgate_cni::error::{CniError, code};
+use wasmgate_cni::wire::{Request, Response};
+
+use super::CniService;
+use crate::socket::{read_json, write_json};
+
+pub async fn serve(listener: UnixListener, svc: Arc<CniService>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::error!("cni socket accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let mut stream = BufReader::new(stream);
+            let response = match read_json::<Request>(&mut stream).await {
+                Ok(Some(Ok(req))) => svc.handle(req).await,
+                Ok(Some(Err(e))) => Response::Err {
+                    error: CniError::new(code::DECODE, format!("decode request: {e}"), ""),
+                },
+                Ok(None) => return,
+                Err(e) => Response::Err {
+                    error: CniError::new(code::IO, format!("read request: {e}"), ""),
+                },
+            };
+            if let Err(e) = write_json(&mut stream, &response).await {
+                // The shim went away (killed runtime); the work is done and recorded regardless.
+                tracing::warn!("cni reply lost: {e}");
+            }
+        });
+    }
+}

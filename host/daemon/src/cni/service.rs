@@ -1,0 +1,338 @@
+//! One CNI call, after the wire: validate, route to the plugin, run it, check its plan, carry the
+//! plan out, record what was done, and answer in the caller's cniVersion.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmgate_cni::command::Command;
+use wasmgate_cni::conf::NetConf;
+use wasmgate_cni::env::Invocation;
+use wasmgate_cni::error::{CniError, code};
+use wasmgate_cni::plan::{Attachment, Target};
+use wasmgate_cni::wire::{Request, Response};
+use wasmgate_effects::{Applied, NetPolicy, NetworkEffects, validate};
+use wasmgate_engine::bindings::{NetworkGuest, cni_types as wit};
+use wasmgate_engine::{HostState, LoadedPlugin, Registry};
+
+use super::convert;
+use super::error::ServiceError;
+use crate::state::{Record, Records};
+
+/// What the host allows one plugin to do.
+#[derive(Debug, Clone)]
+pub struct PluginPolicy {
+    pub net: NetPolicy,
+}
+
+pub struct CniService {
+    registry: Arc<Registry>,
+    effects: Arc<dyn NetworkEffects>,
+    records: Arc<Records>,
+    policies: BTreeMap<String, PluginPolicy>,
+    default_plugin: String,
+}
+
+/// A validated call, ready to route.
+struct Call {
+    inv: Invocation,
+    conf: NetConf,
+    plugin: Arc<LoadedPlugin>,
+    policy: PluginPolicy,
+    wit_conf: wit::NetConf,
+}
+
+type Wasm<R> = wasmgate_engine::wasmtime::Result<Result<R, wit::CniError>>;
+
+impl CniService {
+    pub fn new(
+        registry: Arc<Registry>,
+        effects: Arc<dyn NetworkEffects>,
+        records: Arc<Records>,
+        policies: BTreeMap<String, PluginPolicy>,
+        default_plugin: String,
+    ) -> Self {
+        Self {
+            registry,
+            effects,
+            records,
+            policies,
+            default_plugin,
+        }
+    }
+
+    pub async fn handle(&self, req: Request) -> Response {
+        let started = Instant::now();
+        let command = req.invocation.command;
+        let cid = req.invocation.container_id.clone();
+        let out = self.dispatch(req).await;
+        let elapsed = started.elapsed();
+        match out {
+            Ok(stdout) => {
+                tracing::info!(%command, container = %cid, ?elapsed, "cni ok");
+                Response::Ok { stdout }
+            }
+            Err(e) => {
+                let error = CniError::from(e);
+                tracing::warn!(%command, container = %cid, ?elapsed, code = error.code, msg = %error.msg, "cni error");
+                Response::Err { error }
+            }
+        }
+    }
+
+    async fn dispatch(&self, req: Request) -> Result<String, ServiceError> {
+        // The shim already checked all this, but the socket is reachable by anything with access
+        // to it, so the daemon checks again.
+        req.invocation.validate()?;
+        let inv = req.invocation;
+        if inv.command == Command::Version {
+            let conf: serde_json::Value = serde_json::from_str(&req.config).unwrap_or_default();
+            let v = conf.get("cniVersion").and_then(|v| v.as_str()).unwrap_or("");
+            return Ok(wasmgate_cni::version::version_result(v));
+        }
+        let conf = wasmgate_cni::conf::parse(req.config.as_bytes(), inv.command)?;
+        let name = conf.plugin.clone().unwrap_or_else(|| self.default_plugin.clone());
+        let policy = self
+            .policies
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| ServiceError::UnknownPlugin(name.clone()))?;
+        let plugin = self.registry.get(&name).map_err(|_| ServiceError::UnknownPlugin(name))?;
+        let wit_conf = convert::net_conf(&conf)?;
+        let call = Call {
+            inv,
+            conf,
+            plugin,
+            policy,
+            wit_conf,
+        };
+        match call.inv.command {
+            Command::Add => self.add(call).await,
+            Command::Del => self.del(call).await,
+            Command::Check => self.check(call).await,
+            Command::Status => self.status(call).await,
+            Command::Gc => self.gc(call).await,
+            Command::Version => unreachable!("answered above"),
+        }
+    }
+
+    /// Runs one export in a fresh instance, after checking the plugin speaks the call's cniVersion.
+    async fn call<R, F>(&self, call: &Call, f: F) -> Result<R, ServiceError>
+    where
+        F: FnOnce(&NetworkGuest, &mut wasmgate_engine::wasmtime::Store<HostState>, &wit::NetConf) -> Wasm<R>
+            + Send
+            + 'static,
+        R: Send + 'static,
+    {
+        let version = call.conf.cni_version.clone();
+        let conf = call.wit_conf.clone();
+        let out = call
+            .plugin
+            .network(move |net, store| {
+                let versions = net.call_versions(&mut *store)?;
+                if !versions.contains(&version) {
+                    return Ok(Err(wit::CniError {
+                        code: code::INCOMPATIBLE_VERSION,
+                        msg: format!("plugin does not support cniVersion {version}"),
+                        details: format!("supported: {}", versions.join(", ")),
+                    }));
+                }
+                f(net, store, &conf)
+            })
+            .await?;
+        out.map_err(|e| ServiceError::Cni(convert::cni_error(e)))
+    }
+
+    fn key(call: &Call) -> String {
+        Record::key(&call.conf.name, &call.inv.container_id, &call.inv.ifname)
+    }
+
+    fn target(call: &Call) -> Target {
+        Target {
+            netns: call.inv.netns.clone(),
+            ifname: call.inv.ifname.clone(),
+        }
+    }
+
+    async fn effect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn NetworkEffects) -> Result<R, wasmgate_effects::EffectError> + Send + 'static,
+    ) -> Result<R, ServiceError> {
+        let effects = self.effects.clone();
+        tokio::task::spawn_blocking(move || f(effects.as_ref()))
+            .await
+            .map_err(|e| ServiceError::Effect(wasmgate_effects::EffectError::Netlink(format!("effect task failed: {e}"))))?
+            .map_err(ServiceError::from)
+    }
+
+    async fn add(&self, call: Call) -> Result<String, ServiceError> {
+        let key = Self::key(&call);
+        if self.records.get(&key)?.is_some() {
+            return Err(already_exists(&call).into());
+        }
+        let inv = convert::invocation(&call.inv);
+        let outcome = self
+            .call(&call, move |net, store, conf| net.call_add(store, conf, &inv))
+            .await?;
+        let mut result = convert::result(outcome.result, &call.conf.cni_version);
+        if let Some(att) = outcome.attachment {
+            let plan = convert::attachment(att);
+            let target = Self::target(&call);
+            let applied = match self.build(&call, &key, &target, &plan).await {
+                Ok(applied) => applied,
+                Err(e) => {
+                    self.undo_plugin_add(&call).await;
+                    return Err(e);
+                }
+            };
+            // The host knows the MACs only now; the plugin could not have.
+            for iface in &mut result.interfaces {
+                if iface.name == plan.veth.host_name && iface.sandbox.is_none() {
+                    iface.mac = Some(applied.host_mac.clone());
+                } else if iface.name == call.inv.ifname && iface.sandbox.is_some() {
+                    iface.mac = Some(applied.container_mac.clone());
+                }
+            }
+        }
+        Ok(result.to_json(&call.conf.cni_version).to_string())
+    }
+
+    /// Validates, records, then applies; on failure leaves neither record nor interface behind.
+    async fn build(
+        &self,
+        call: &Call,
+        key: &str,
+        target: &Target,
+        plan: &Attachment,
+    ) -> Result<Applied, ServiceError> {
+        validate(target, plan, &call.policy.net)?;
+        let rec = Record {
+            network: call.conf.name.clone(),
+            container_id: call.inv.container_id.clone(),
+            plugin: call.plugin.info().name.clone(),
+            target: target.clone(),
+            attachment: plan.clone(),
+        };
+        if !self.records.insert_new(&rec)? {
+            return Err(already_exists(call).into());
+        }
+        let (t, p) = (target.clone(), plan.clone());
+        match self.effect(move |fx| fx.apply(&t, &p)).await {
+            Ok(applied) => Ok(applied),
+            Err(e) => {
+                if let Err(re) = self.records.remove(key) {
+                    tracing::error!("dropping record {key} after a failed ADD: {re}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back what the plugin allocated for an ADD the host could not complete.
+    async fn undo_plugin_add(&self, call: &Call) {
+        let inv = convert::invocation(&call.inv);
+        if let Err(e) = self.call(call, move |net, store, conf| net.call_del(store, conf, &inv)).await {
+            tracing::error!(container = %call.inv.container_id, "plugin DEL after a failed ADD: {e}");
+        }
+    }
+
+    async fn del(&self, call: Call) -> Result<String, ServiceError> {
+        let key = Self::key(&call);
+        if let Some(rec) = self.records.get(&key)? {
+            // Only the netns the runtime names now: a recorded path may since name another pod.
+            let target = Target {
+                netns: call.inv.netns.clone(),
+                ifname: rec.target.ifname.clone(),
+            };
+            let plan = rec.attachment.clone();
+            self.effect(move |fx| fx.remove(&target, &plan)).await?;
+        }
+        let inv = convert::invocation(&call.inv);
+        self.call(&call, move |net, store, conf| net.call_del(store, conf, &inv)).await?;
+        self.records.remove(&key)?;
+        Ok(String::new())
+    }
+
+    async fn check(&self, call: Call) -> Result<String, ServiceError> {
+        if call.conf.prev_result.is_none() {
+            return Err(CniError::new(code::INVALID_CONFIG, "prevResult is required for CHECK", "").into());
+        }
+        let key = Self::key(&call);
+        let rec = self.records.get(&key)?;
+        let inv = convert::invocation(&call.inv);
+        let planned = self
+            .call(&call, move |net, store, conf| net.call_check(store, conf, &inv))
+            .await?;
+        let Some(planned) = planned else {
+            return Ok(String::new());
+        };
+        let planned = convert::attachment(planned);
+        let Some(rec) = rec else {
+            return Err(CniError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("no attachment {}/{} in network {}", call.inv.container_id, call.inv.ifname, call.conf.name),
+                "",
+            )
+            .into());
+        };
+        if planned != rec.attachment {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "the plugin's attachment differs from the one the host built",
+                format!("host: {:?}; plugin: {:?}", rec.attachment, planned),
+            )
+            .into());
+        }
+        let target = Self::target(&call);
+        validate(&target, &planned, &call.policy.net)?;
+        self.effect(move |fx| fx.verify(&target, &planned)).await?;
+        Ok(String::new())
+    }
+
+    async fn status(&self, call: Call) -> Result<String, ServiceError> {
+        self.call(&call, |net, store, conf| net.call_status(store, conf)).await?;
+        Ok(String::new())
+    }
+
+    async fn gc(&self, call: Call) -> Result<String, ServiceError> {
+        let Some(valid) = call.conf.valid_attachments.clone() else {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "GC requires cni.dev/valid-attachments",
+                "",
+            )
+            .into());
+        };
+        let refs: Vec<_> = valid.iter().map(convert::attachment_ref).collect();
+        self.call(&call, move |net, store, conf| net.call_gc(store, conf, &refs)).await?;
+        for rec in self.records.network(&call.conf.name)? {
+            let keep = valid
+                .iter()
+                .any(|v| v.container_id == rec.container_id && v.ifname == rec.target.ifname);
+            if keep {
+                continue;
+            }
+            // The netns may be long gone; removing the host end is what matters.
+            let target = Target {
+                netns: String::new(),
+                ifname: rec.target.ifname.clone(),
+            };
+            let plan = rec.attachment.clone();
+            self.effect(move |fx| fx.remove(&target, &plan)).await?;
+            self.records
+                .remove(&Record::key(&rec.network, &rec.container_id, &rec.target.ifname))?;
+        }
+        Ok(String::new())
+    }
+}
+
+fn already_exists(call: &Call) -> CniError {
+    CniError::new(
+        code::ALREADY_EXISTS,
+        format!(
+            "attachment {}/{} already exists in network {}",
+            call.inv.container_id, call.inv.ifname, call.conf.name
+        ),
+        "the runtime must DEL before a second ADD",
+    )
+}

@@ -1,0 +1,278 @@
+//! The daemon's one TOML file. Plugins are declared once, by name, and the CNI section refers to
+//! them; every key has a default, so an empty file (or none) is the embedded default setup.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wasmgate_effects::NetPolicy;
+use wasmgate_engine::{EngineConfig, Limits, PluginSpec};
+
+/// Where the example plugin lands when built from this repository.
+pub const DEFAULT_PLUGIN_PATH: &str =
+    "plugins/rust/bridge-ipam/target/wasm32-wasip2/release/bridge_ipam.wasm";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub engine: EngineSection,
+    pub admin: AdminSection,
+    pub cni: CniSection,
+    pub plugins: BTreeMap<String, PluginSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    pub max_instances: u32,
+    pub max_memory_mb: usize,
+    pub pooling: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniSection {
+    pub socket: PathBuf,
+    /// Where the shim queues DELs while the daemon is down; must match the network config's
+    /// `queueDir` (both default to the same path).
+    pub queue_dir: PathBuf,
+    /// The plugin used when a network config names none.
+    pub default_plugin: String,
+    /// How often the DEL queue is checked while running.
+    pub queue_poll_ms: u64,
+}
+
+/// What a call does when its plugin fails: `closed` returns the error (the only safe choice for
+/// CNI, where a half-wired pod is worse than a retried one); `open` is for hooks that may be skipped.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    #[default]
+    Closed,
+    Open,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    pub path: PathBuf,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: usize,
+    #[serde(default)]
+    pub failure: FailurePolicy,
+    /// Values served to the plugin through `wasi:config`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Host bridges this plugin may attach pods to.
+    #[serde(default)]
+    pub bridges: Vec<String>,
+    /// Every host-side interface the plugin names must start with this.
+    #[serde(default = "default_host_prefix")]
+    pub host_prefix: Option<String>,
+    /// Reload when the file changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    #[serde(default)]
+    pub stderr: bool,
+}
+
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_memory_mb() -> usize {
+    64
+}
+fn default_host_prefix() -> Option<String> {
+    Some("wg".to_string())
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut plugins = BTreeMap::new();
+        plugins.insert(
+            "bridge".to_string(),
+            PluginSection {
+                path: DEFAULT_PLUGIN_PATH.into(),
+                timeout_ms: default_timeout_ms(),
+                memory_mb: default_memory_mb(),
+                failure: FailurePolicy::Closed,
+                config: BTreeMap::new(),
+                bridges: vec!["wgbr0".to_string()],
+                host_prefix: default_host_prefix(),
+                watch: true,
+                stderr: false,
+            },
+        );
+        Self {
+            state_dir: "/var/lib/wasmgate".into(),
+            engine: EngineSection::default(),
+            admin: AdminSection::default(),
+            cni: CniSection::default(),
+            plugins,
+        }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        Self {
+            max_instances: e.max_instances,
+            max_memory_mb: e.max_memory_bytes >> 20,
+            pooling: e.pooling,
+        }
+    }
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            socket: "/run/wasmgate/admin.sock".into(),
+        }
+    }
+}
+
+impl Default for CniSection {
+    fn default() -> Self {
+        Self {
+            socket: wasmgate_cni::conf::DEFAULT_SOCKET.into(),
+            queue_dir: wasmgate_cni::conf::DEFAULT_QUEUE_DIR.into(),
+            default_plugin: "bridge".to_string(),
+            queue_poll_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parse config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        // Relative plugin paths are relative to the config file, not to wherever the daemon runs.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut cfg = cfg;
+        for p in cfg.plugins.values_mut() {
+            if p.path.is_relative() {
+                p.path = base.join(&p.path);
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.plugins.contains_key(&self.cni.default_plugin) {
+            return Err(ConfigError::Invalid(format!(
+                "cni.default_plugin {:?} is not declared under [plugins]",
+                self.cni.default_plugin
+            )));
+        }
+        for (name, p) in &self.plugins {
+            if p.timeout_ms == 0 || p.memory_mb == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "plugin {name}: timeout_ms and memory_mb must be positive"
+                )));
+            }
+            if p.memory_mb > self.engine.max_memory_mb {
+                return Err(ConfigError::Invalid(format!(
+                    "plugin {name}: memory_mb {} exceeds engine.max_memory_mb {}",
+                    p.memory_mb, self.engine.max_memory_mb
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_instances: self.engine.max_instances,
+            max_memory_bytes: self.engine.max_memory_mb << 20,
+            pooling: self.engine.pooling,
+        }
+    }
+
+    pub fn plugin_spec(&self, name: &str, p: &PluginSection) -> PluginSpec {
+        let mut spec = PluginSpec::new(name, &p.path);
+        spec.limits = Limits {
+            timeout: Duration::from_millis(p.timeout_ms),
+            memory_bytes: p.memory_mb << 20,
+        };
+        spec.config = p.config.clone();
+        spec.inherit_stderr = p.stderr;
+        spec
+    }
+
+    pub fn net_policy(p: &PluginSection) -> NetPolicy {
+        NetPolicy {
+            allowed_bridges: p.bridges.clone(),
+            host_prefix: p.host_prefix.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_setup() {
+        let cfg: Config = toml::from_str("").unwrap();
+        assert_eq!(cfg.cni.default_plugin, "bridge");
+        assert!(cfg.plugins.contains_key("bridge"));
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_limits_are_rejected() {
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let cfg: Config = toml::from_str(
+            "[cni]\ndefault_plugin = \"x\"\n[plugins.x]\npath = \"x.wasm\"\nmemory_mb = 4096\n",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("exceeds engine.max_memory_mb"), "{err}");
+    }
+
+    #[test]
+    fn relative_plugin_paths_follow_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("wg-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wasmgate.toml");
+        std::fs::write(&file, "[plugins.bridge]\npath = \"p.wasm\"\ntimeout_ms = 50\n").unwrap();
+        let cfg = Config::load(&file).unwrap();
+        assert_eq!(cfg.plugins["bridge"].path, dir.join("p.wasm"));
+        assert_eq!(cfg.plugins["bridge"].timeout_ms, 50);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,152 @@
+//! What the host itself has done, kept crash-safely so a DEL (even one replayed from the queue
+//! after a crash) undoes exactly what the ADD built, whatever the plugin says.
+//!
+//! The record is written *before* the effect is applied: after a crash between the two, DEL still
+//! finds it and removal is idempotent, so nothing leaks on the host.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition, TableError};
+use serde::{Deserialize, Serialize};
+use wasmgate_cni::plan::{Attachment, Target};
+
+const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("cni.attachments");
+
+#[derive(Debug, thiserror::Error)]
+#[error("host state: {0}")]
+pub struct StateError(String);
+
+fn err(e: impl std::fmt::Display) -> StateError {
+    StateError(e.to_string())
+}
+
+/// One applied attachment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub network: String,
+    pub container_id: String,
+    pub plugin: String,
+    pub target: Target,
+    pub attachment: Attachment,
+}
+
+impl Record {
+    pub fn key(network: &str, container_id: &str, ifname: &str) -> String {
+        format!("{network}/{container_id}/{ifname}")
+    }
+}
+
+pub struct Records {
+    db: Database,
+}
+
+impl Records {
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        Ok(Self {
+            db: Database::create(path).map_err(err)?,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Record>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = match txn.open_table(ATTACHMENTS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        match t.get(key).map_err(err)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts `rec` unless its key is taken; returns false when it was.
+    pub fn insert_new(&self, rec: &Record) -> Result<bool, StateError> {
+        let key = Record::key(&rec.network, &rec.container_id, &rec.target.ifname);
+        let bytes = serde_json::to_vec(rec).map_err(err)?;
+        let txn = self.db.begin_write().map_err(err)?;
+        let inserted = {
+            let mut t = txn.open_table(ATTACHMENTS).map_err(err)?;
+            if t.get(key.as_str()).map_err(err)?.is_some() {
+                false
+            } else {
+                t.insert(key.as_str(), bytes.as_slice()).map_err(err)?;
+                true
+            }
+        };
+        txn.commit().map_err(err)?;
+        Ok(inserted)
+    }
+
+    pub fn remove(&self, key: &str) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(ATTACHMENTS).map_err(err)?.remove(key).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// Every record of one network.
+    pub fn network(&self, network: &str) -> Result<Vec<Record>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = match txn.open_table(ATTACHMENTS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(e)),
+        };
+        let prefix = format!("{network}/");
+        let mut out = Vec::new();
+        for entry in t.range(prefix.as_str()..).map_err(err)? {
+            let (k, v) = entry.map_err(err)?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push(serde_json::from_slice(v.value()).map_err(err)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmgate_cni::plan::Veth;
+
+    fn rec(net: &str, cid: &str) -> Record {
+        Record {
+            network: net.into(),
+            container_id: cid.into(),
+            plugin: "p".into(),
+            target: Target { netns: "/var/run/netns/x".into(), ifname: "eth0".into() },
+            attachment: Attachment {
+                veth: Veth { host_name: format!("wg{cid}"), mtu: None, host_addresses: vec![] },
+                bridge: None,
+                container_addresses: vec!["10.0.0.2/24".into()],
+                container_routes: vec![],
+                host_routes: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn records_persist_and_are_unique() {
+        let dir = std::env::temp_dir().join(format!("wg-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("host.redb");
+        let st = Records::open(&path).unwrap();
+        assert!(st.insert_new(&rec("a", "c1")).unwrap());
+        assert!(!st.insert_new(&rec("a", "c1")).unwrap());
+        assert!(st.insert_new(&rec("a", "c2")).unwrap());
+        assert!(st.insert_new(&rec("ab", "c3")).unwrap());
+        drop(st);
+        let st = Records::open(&path).unwrap();
+        let a = st.network("a").unwrap();
+        assert_eq!(a.len(), 2, "prefix scan must not leak into network ab");
+        assert_eq!(st.get("a/c1/eth0").unwrap(), Some(rec("a", "c1")));
+        st.remove("a/c1/eth0").unwrap();
+        st.remove("a/c1/eth0").unwrap();
+        assert_eq!(st.get("a/c1/eth0").unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,2 @@
+pub mod plugin;
+pub mod serve;

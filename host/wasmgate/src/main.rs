@@ -1,0 +1,34 @@
+//! `wasmgate`: argument parsing and wiring only; the work is in the `host/` libraries.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wasmgate", version, about = "Sandboxed Wasm plugins for a node's CNI, CSI and CRI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(commands::serve::Args),
+    /// Inspect and reload the plugins of a running daemon.
+    Plugin(commands::plugin::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Plugin(args) => commands::plugin::run(args),
+    }
+}
