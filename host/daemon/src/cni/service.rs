@@ -295,13 +295,10 @@ impl CniService {
     }
 
     async fn gc(&self, call: Call) -> Result<String, ServiceError> {
+        // No list at all means the runtime is not asking for a collection; an empty list means
+        // every attachment is stale.
         let Some(valid) = call.conf.valid_attachments.clone() else {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                "GC requires cni.dev/valid-attachments",
-                "",
-            )
-            .into());
+            return Ok(String::new());
         };
         let refs: Vec<_> = valid.iter().map(convert::attachment_ref).collect();
         self.call(&call, move |net, store, conf| net.call_gc(store, conf, &refs)).await?;

@@ -1,0 +1,79 @@
+//! Test fixture for the host's sandbox limits: a network plugin whose ADD misbehaves as the
+//! `wasi:config` key `mode` says. `trap` panics, `loop` spins forever, `oom` allocates without
+//! bound, anything else succeeds with an empty result and no attachment. DEL, CHECK, STATUS and GC
+//! always succeed, so the daemon's other paths can be exercised around a bad ADD.
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "wasmgate:plugin/network-plugin@0.1.0",
+    generate_all,
+});
+
+use exports::wasmgate::plugin::network::Guest;
+use wasmgate::plugin::cni_types::{
+    AddOutcome, Attachment, AttachmentRef, CniError, CniResult, Dns, Invocation, NetConf,
+};
+
+struct Plugin;
+
+fn mode() -> String {
+    wasi::config::store::get("mode").ok().flatten().unwrap_or_default()
+}
+
+impl Guest for Plugin {
+    fn versions() -> Vec<String> {
+        ["0.4.0", "1.0.0", "1.1.0"].map(String::from).to_vec()
+    }
+
+    fn add(conf: NetConf, _call: Invocation) -> Result<AddOutcome, CniError> {
+        match mode().as_str() {
+            "trap" => panic!("misbehave asked to trap"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            // Hands the config it was given back in `dns.domain`, so tests can see exactly what
+            // reached the plugin (unknown keys included).
+            "echo" => Ok(AddOutcome {
+                result: CniResult {
+                    interfaces: vec![],
+                    ips: vec![],
+                    routes: vec![],
+                    dns: Some(Dns { nameservers: vec![], domain: Some(conf.raw), search: vec![], options: vec![] }),
+                },
+                attachment: None,
+            }),
+            _ => Ok(AddOutcome {
+                result: CniResult { interfaces: vec![], ips: vec![], routes: vec![], dns: None },
+                attachment: None,
+            }),
+        }
+    }
+
+    fn del(_conf: NetConf, _call: Invocation) -> Result<(), CniError> {
+        Ok(())
+    }
+
+    fn check(_conf: NetConf, _call: Invocation) -> Result<Option<Attachment>, CniError> {
+        Ok(None)
+    }
+
+    fn status(_conf: NetConf) -> Result<(), CniError> {
+        Ok(())
+    }
+
+    fn gc(_conf: NetConf, _valid: Vec<AttachmentRef>) -> Result<Vec<AttachmentRef>, CniError> {
+        Ok(vec![])
+    }
+}
+
+export!(Plugin);

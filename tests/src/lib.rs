@@ -1,0 +1,390 @@
+//! The shared test harness: real network namespaces, the real `wasmgate` daemon and
+//! `wasmgate-cni` shim as processes, and plugins built from `plugins/`.
+//!
+//! Every test gets its own "node" namespace to run the daemon in, so bridges and host-side veths
+//! never touch the machine's own network, and tests can run in parallel.
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`): build them first with
+//! `cargo build --bins` (the README's test command does).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A binary of this workspace, from the same target dir as the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().unwrap();
+    let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// Builds `plugins/rust/<name>` for wasm32-wasip2 (once per test process) and returns the component.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = repo().join("plugins/rust").join(name);
+    let wasm = dir
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    if !built.iter().any(|b| b == name) {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+            .current_dir(&dir)
+            .status()
+            .expect("run cargo for the plugin");
+        assert!(status.success(), "building plugin {name} failed");
+        built.push(name.to_string());
+    }
+    wasm
+}
+
+/// A short name unique to this process and call, usable in interface and netns names.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{tag}{}x{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace made with `ip netns add`, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = unique(tag);
+        sh("ip", &["netns", "add", &name]);
+        Self { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// `ip -n <ns> <args>`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    /// Whether `ping -c1` from this namespace reaches `addr`.
+    pub fn ping(&self, addr: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "ping", "-c1", "-W2", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// The IPv4 addresses (CIDR) on `ifname`, empty when it does not exist.
+    pub fn addrs(&self, ifname: &str) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-j", "addr", "show", "dev", ifname])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return vec![];
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["family"] == "inet")
+            .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+            .collect()
+    }
+
+    pub fn has_link(&self, ifname: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.name, "link", "show", "dev", ifname])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// One plugin entry of a daemon config.
+pub struct PluginEntry {
+    pub name: String,
+    pub path: PathBuf,
+    /// Extra TOML lines for `[plugins.<name>]`, e.g. `timeout_ms = 300`.
+    pub extra: String,
+}
+
+impl PluginEntry {
+    pub fn new(name: &str, path: PathBuf) -> Self {
+        Self { name: name.into(), path, extra: String::new() }
+    }
+
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+}
+
+/// The output of one shim run.
+#[derive(Debug)]
+pub struct CniOutput {
+    pub exit: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CniOutput {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+    }
+
+    /// The CNI error code, panicking if the call succeeded.
+    pub fn code(&self) -> u64 {
+        assert_ne!(self.exit, 0, "expected an error, got success: {}", self.stdout);
+        self.json()["code"].as_u64().expect("error has a code")
+    }
+
+    pub fn msg(&self) -> String {
+        self.json()["msg"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.exit, 0, "call failed: {} {}", self.stdout, self.stderr);
+        self
+    }
+
+    /// The first IP address of an ADD result, without prefix.
+    pub fn ip(&self) -> String {
+        let v = self.json();
+        let addr = v["ips"][0]["address"].as_str().expect("result has an ip").to_string();
+        addr.split('/').next().unwrap().to_string()
+    }
+}
+
+/// Runs the `wasmgate-cni` shim as a runtime would.
+pub fn cni(
+    command: &str,
+    container_id: &str,
+    netns: &str,
+    ifname: &str,
+    config: &str,
+) -> CniOutput {
+    let mut env = vec![
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_PATH", "/usr/lib/cni:/opt/cni/bin".to_string()),
+    ];
+    if !container_id.is_empty() {
+        env.push(("CNI_CONTAINERID", container_id.to_string()));
+    }
+    if !netns.is_empty() {
+        env.push(("CNI_NETNS", netns.to_string()));
+    }
+    if !ifname.is_empty() {
+        env.push(("CNI_IFNAME", ifname.to_string()));
+    }
+    exec_plugin(&bin("wasmgate-cni"), &env, config)
+}
+
+/// Execs a CNI plugin binary with exactly `env` (plus PATH) and `stdin`.
+pub fn exec_plugin(path: &Path, env: &[(&str, String)], stdin: &str) -> CniOutput {
+    let mut cmd = Command::new(path);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    CniOutput {
+        exit: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A `wasmgate serve` process inside its own node namespace, with its own state dir and sockets.
+pub struct Daemon {
+    pub node: Netns,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts a daemon serving `plugins`; the first one is the CNI default.
+    pub fn start(plugins: Vec<PluginEntry>) -> Self {
+        let node = Netns::new("wgn");
+        let dir = std::env::temp_dir().join(unique("wasmgate-test-"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut toml = format!(
+            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n[cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"{p}\"\nqueue_poll_ms = 100\n",
+            d = dir.display(),
+            p = plugins[0].name
+        );
+        for p in &plugins {
+            toml.push_str(&format!(
+                "[plugins.{}]\npath = \"{}\"\nbridges = [\"wgbr0\"]\n{}",
+                p.name,
+                p.path.display(),
+                p.extra
+            ));
+        }
+        let config = dir.join("wasmgate.toml");
+        std::fs::write(&config, toml).unwrap();
+        let mut d = Self { node, dir, config, child: None };
+        d.spawn();
+        d
+    }
+
+    pub fn cni_socket(&self) -> PathBuf {
+        self.dir.join("cni.sock")
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.join("admin.sock")
+    }
+
+    pub fn queue_dir(&self) -> PathBuf {
+        self.dir.join("queue")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// (Re)starts the process and waits until it answers on its CNI socket.
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.cni_socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.node.name])
+            .arg(bin("wasmgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::os::unix::net::UnixStream::connect(self.cni_socket()).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "daemon did not come up: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`: no chance to clean up or flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A network config for this daemon: the demo network, pointing the shim at our socket.
+    pub fn net_conf(&self, version: &str, extra: Value) -> String {
+        let mut conf = serde_json::json!({
+            "cniVersion": version,
+            "name": "my-cni-demo",
+            "type": "wasmgate-cni",
+            "podcidr": "10.240.0.0/24",
+            "socket": self.cni_socket(),
+            "queueDir": self.queue_dir(),
+            "connectTimeoutMs": 1000,
+        });
+        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        conf.to_string()
+    }
+
+    /// `wasmgate plugin <args> --admin <ours> --json`, parsed.
+    pub fn plugin_cmd(&self, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new(bin("wasmgate"))
+            .arg("plugin")
+            .args(args)
+            .arg("--admin")
+            .arg(self.admin_socket())
+            .arg("--json")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(serde_json::from_slice(&out.stdout).unwrap())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
