@@ -34,3 +34,4 @@ pub use engine::{EngineConfig, WasmEngine};
 pub use error::EngineError;
 pub use host::HostState;
 pub use registry::{LoadedPlugin, PluginInfo, PluginSpec, Registry};
+pub use wasmtime;
