@@ -1,0 +1,142 @@
+//! The engine on its own: a misbehaving guest costs one call a clean error and nothing else, the
+//! compiled artifact is cached across restarts, and a broken new version never replaces a
+//! working one.
+
+use std::time::{Duration, Instant};
+
+use wasmgate_engine::{CallError, EngineConfig, EngineError, PluginSpec, Registry, WasmEngine};
+use wasmgate_engine::bindings::cni_types as wit;
+use wasmgate_tests::{plugin, unique};
+
+fn conf() -> wit::NetConf {
+    wit::NetConf {
+        cni_version: "1.1.0".into(),
+        name: "n".into(),
+        type_: "t".into(),
+        prev_result: None,
+        runtime_config: None,
+        args: None,
+        raw: "{}".into(),
+    }
+}
+
+fn call() -> wit::Invocation {
+    wit::Invocation { container_id: "c".into(), netns: "/x".into(), ifname: "eth0".into(), args: vec![] }
+}
+
+fn registry(dir: &std::path::Path) -> Registry {
+    let engine = WasmEngine::new(&EngineConfig { max_instances: 16, ..Default::default() }).unwrap();
+    Registry::new(engine, dir.to_path_buf())
+}
+
+fn misbehave(mode: &str, timeout_ms: u64, memory_mb: usize) -> PluginSpec {
+    let mut spec = PluginSpec::new(format!("mis-{mode}"), plugin("misbehave"));
+    spec.config.insert("mode".into(), mode.into());
+    spec.limits.timeout = Duration::from_millis(timeout_ms);
+    spec.limits.memory_bytes = memory_mb << 20;
+    spec
+}
+
+async fn add(reg: &Registry, name: &str) -> Result<(), CallError> {
+    reg.get(name)
+        .unwrap()
+        .network(|net, store| net.call_add(store, &conf(), &call()).map(|_| ()))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misbehaving_guests_fail_one_call_cleanly() {
+    let dir = std::env::temp_dir().join(unique("wg-engine-"));
+    let reg = registry(&dir);
+    for spec in [misbehave("trap", 2000, 64), misbehave("loop", 300, 64), misbehave("oom", 2000, 16), misbehave("ok", 2000, 64)] {
+        reg.load(spec).await.unwrap();
+    }
+
+    match add(&reg, "mis-trap").await {
+        Err(CallError::Trap { plugin, message }) => {
+            assert_eq!(plugin, "mis-trap");
+            assert!(message.contains("unreachable") || message.contains("trap"), "{message}");
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+
+    let started = Instant::now();
+    match add(&reg, "mis-loop").await {
+        Err(CallError::Timeout { plugin, timeout }) => {
+            assert_eq!(plugin, "mis-loop");
+            assert_eq!(timeout, Duration::from_millis(300));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "deadline took {:?}", started.elapsed());
+
+    match add(&reg, "mis-oom").await {
+        Err(CallError::OutOfMemory { plugin, limit }) => {
+            assert_eq!(plugin, "mis-oom");
+            assert_eq!(limit, 16 << 20);
+        }
+        other => panic!("expected out-of-memory, got {other:?}"),
+    }
+
+    // None of that affected anyone else, and the same plugins still answer their other exports.
+    add(&reg, "mis-ok").await.unwrap();
+    let status = reg.get("mis-trap").unwrap().network(|net, store| net.call_status(store, &conf())).await;
+    assert!(matches!(status, Ok(Ok(()))), "{status:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarts_reuse_the_compiled_artifact() {
+    let dir = std::env::temp_dir().join(unique("wg-cache-"));
+    let first = registry(&dir).load(PluginSpec::new("b", plugin("bridge-ipam"))).await.unwrap();
+    assert!(!first.cached);
+    let started = Instant::now();
+    let second = registry(&dir).load(PluginSpec::new("b", plugin("bridge-ipam"))).await.unwrap();
+    assert!(second.cached, "a restart recompiled the plugin");
+    assert_eq!(first.sha256, second.sha256);
+    eprintln!("cached load took {:?}", started.elapsed());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_reload_keeps_the_old_version() {
+    let dir = std::env::temp_dir().join(unique("wg-swap-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.wasm");
+    std::fs::copy(plugin("bridge-ipam"), &path).unwrap();
+    let reg = registry(&dir);
+    let good = reg.load(PluginSpec::new("p", &path)).await.unwrap();
+
+    // Not Wasm at all.
+    std::fs::write(&path, b"definitely not a component").unwrap();
+    let err = reg.reload("p").await.unwrap_err();
+    assert!(matches!(err, EngineError::Compile { .. }), "{err}");
+    // A valid component of the wrong world: the type check refuses it before any swap.
+    std::fs::write(&path, wat_component()).unwrap();
+    let err = reg.reload("p").await.unwrap_err();
+    assert!(matches!(err, EngineError::Link { .. }), "{err}");
+    assert!(err.to_string().contains("network-plugin"), "{err}");
+
+    let now = reg.get("p").unwrap();
+    assert_eq!(now.info().sha256, good.sha256);
+    let versions = now.network(|net, store| net.call_versions(store)).await.unwrap();
+    assert!(versions.contains(&"1.1.0".to_string()));
+
+    // A good version swaps in, and calls hold the version they started with.
+    let held = reg.get("p").unwrap();
+    std::fs::copy(plugin("misbehave"), &path).unwrap();
+    let swapped = reg.reload("p").await.unwrap();
+    assert_ne!(swapped.sha256, good.sha256);
+    assert!(swapped.generation > good.generation);
+    assert_eq!(held.info().sha256, good.sha256);
+    let old = held.network(|net, store| net.call_versions(store)).await.unwrap();
+    let new = reg.get("p").unwrap().network(|net, store| net.call_versions(store)).await.unwrap();
+    assert_ne!(old, new, "bridge-ipam and misbehave declare different versions");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The smallest valid component: it exports nothing, so it fits no wasmgate world.
+fn wat_component() -> Vec<u8> {
+    // (component) in the binary format: magic, version 0x0d, layer 1.
+    vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]
+}
