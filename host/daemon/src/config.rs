@@ -204,6 +204,12 @@ impl Config {
                     "plugin {name}: timeout_ms and memory_mb must be positive"
                 )));
             }
+            // A CNI call that silently skips its plugin would leave a pod without a network.
+            if p.failure == FailurePolicy::Open {
+                return Err(ConfigError::Invalid(format!(
+                    "plugin {name}: failure = \"open\" is for runtime hooks; network plugins always fail closed"
+                )));
+            }
             if p.memory_mb > self.engine.max_memory_mb {
                 return Err(ConfigError::Invalid(format!(
                     "plugin {name}: memory_mb {} exceeds engine.max_memory_mb {}",
@@ -262,6 +268,12 @@ mod tests {
         .unwrap();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("exceeds engine.max_memory_mb"), "{err}");
+        let cfg: Config = toml::from_str(
+            "[cni]\ndefault_plugin = \"x\"\n[plugins.x]\npath = \"x.wasm\"\nfailure = \"open\"\n",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("fail closed"), "{err}");
     }
 
     #[test]

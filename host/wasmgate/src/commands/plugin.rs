@@ -33,17 +33,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&plugins)?);
         return Ok(());
     }
-    println!("{:<16} {:<14} {:<8} {:<12} {:<40} PATH", "NAME", "SHA256", "GEN", "LOADED", "WORLD");
+    println!("{:<16} {:<14} {:<5} {:<22} {:<49} PATH", "NAME", "SHA256", "GEN", "LOADED", "WORLD");
     for p in plugins {
         println!(
-            "{:<16} {:<14} {:<8} {:<12} {:<40} {}",
+            "{:<16} {:<14} {:<5} {:<22} {:<49} {}",
             p.name,
             &p.sha256[..12.min(p.sha256.len())],
             p.generation,
-            p.loaded_at,
+            utc(p.loaded_at),
             format!("{}{}", p.world, if p.cached { " (cached)" } else { "" }),
             p.path.display()
         );
     }
     Ok(())
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (Howard Hinnant's civil-from-days).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_795_918_566), "2026-11-29T02:16:06Z");
+    }
 }
