@@ -327,30 +327,8 @@ async fn configure_host(
             EffectError::Netlink(format!("host veth {host_name:?} vanished after creation"))
         })?;
     let index = link.header.index;
-    for addr in &plan.host_addresses {
-        h.address()
-            .add(index, addr.addr(), addr.prefix_len())
-            .execute()
-            .await
-            .map_err(|e| {
-                nl(
-                    format_args!("add address {addr} to host veth {host_name:?}"),
-                    e,
-                )
-            })?;
-    }
-    for route in &plan.host_routes {
-        h.route()
-            .add(route_message(route, index)?)
-            .execute()
-            .await
-            .map_err(|e| {
-                nl(
-                    format_args!("add host route {} via {host_name:?}", describe(route)),
-                    e,
-                )
-            })?;
-    }
+    let label = format!("host veth {host_name:?}");
+    add_addresses_and_routes(h, index, &label, &plan.host_addresses, &plan.host_routes).await?;
     mac(&link)
         .ok_or_else(|| EffectError::Netlink(format!("host veth {host_name:?} has no mac address")))
 }
@@ -383,31 +361,41 @@ async fn configure_container(
         .execute()
         .await
         .map_err(|e| nl("set lo up in the container netns", e))?;
-    for addr in &plan.container_addresses {
+    let label = format!("{ifname:?} in the container netns");
+    add_addresses_and_routes(
+        h,
+        index,
+        &label,
+        &plan.container_addresses,
+        &plan.container_routes,
+    )
+    .await?;
+    mac(&link).ok_or_else(|| EffectError::Netlink(format!("{ifname:?} has no mac address")))
+}
+
+/// Addresses first, so that routes through a gateway on one of them find it on-link.
+async fn add_addresses_and_routes(
+    h: &Handle,
+    index: u32,
+    label: &str,
+    addresses: &[IpNet],
+    routes: &[RouteSpec],
+) -> Result<(), EffectError> {
+    for addr in addresses {
         h.address()
             .add(index, addr.addr(), addr.prefix_len())
             .execute()
             .await
-            .map_err(|e| {
-                nl(
-                    format_args!("add address {addr} to {ifname:?} in the container netns"),
-                    e,
-                )
-            })?;
+            .map_err(|e| nl(format_args!("add address {addr} to {label}"), e))?;
     }
-    for route in &plan.container_routes {
+    for route in routes {
         h.route()
             .add(route_message(route, index)?)
             .execute()
             .await
-            .map_err(|e| {
-                nl(
-                    format_args!("add container route {} on {ifname:?}", describe(route)),
-                    e,
-                )
-            })?;
+            .map_err(|e| nl(format_args!("add route {} on {label}", describe(route)), e))?;
     }
-    mac(&link).ok_or_else(|| EffectError::Netlink(format!("{ifname:?} has no mac address")))
+    Ok(())
 }
 
 fn route_message(route: &RouteSpec, oif: u32) -> Result<RouteMessage, EffectError> {
