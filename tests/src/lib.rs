@@ -327,6 +327,19 @@ impl Daemon {
         }
     }
 
+    /// Whether the daemon process is still running (it has not exited or crashed).
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The daemon's pid (`ip netns exec` execs it, so this is the daemon itself).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// `kill -9`: no chance to clean up or flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

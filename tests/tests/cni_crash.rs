@@ -1,0 +1,314 @@
+//! The daemon dying under the shim: `kill -9` and restart must lose no allocation, hand no
+//! address out twice, and apply every DEL the shim queued while it was down.
+//!
+//! Host-side veths live in the daemon's node netns, so that is where they are looked for.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wasmgate_tests::{CniOutput, Daemon, Netns, PluginEntry, cni, plugin, unique};
+
+fn daemon() -> Daemon {
+    Daemon::start(vec![PluginEntry::new("bridge", plugin("bridge-ipam"))])
+}
+
+struct Pod {
+    ns: Netns,
+    cid: String,
+}
+
+impl Pod {
+    fn new() -> Self {
+        Pod {
+            ns: Netns::new("wgp"),
+            cid: unique("c"),
+        }
+    }
+
+    fn call(&self, command: &str, conf: &str) -> CniOutput {
+        cni(command, &self.cid, &self.ns.path(), "eth0", conf)
+    }
+}
+
+fn with_prev(conf: &str, prev: &Value) -> String {
+    let mut c: Value = serde_json::from_str(conf).unwrap();
+    c["prevResult"] = prev.clone();
+    c.to_string()
+}
+
+fn address(result: &Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .expect("result has an address")
+        .to_string()
+}
+
+fn host_veth(result: &Value) -> String {
+    result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i.get("sandbox").is_none())
+        .and_then(|i| i["name"].as_str())
+        .unwrap_or_else(|| panic!("no host interface in {result}"))
+        .to_string()
+}
+
+fn assert_ok_empty(out: &CniOutput) {
+    assert_eq!((out.exit, out.stdout.as_str()), (0, ""), "{}", out.stderr);
+}
+
+/// Live entries of the shim's DEL queue (temporary and set-aside files excluded).
+fn queued(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `done` every 20 ms until it holds, failing after `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn plugin_cached(d: &Daemon) -> bool {
+    let list = d.plugin_cmd(&["list"]).expect("plugin list");
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "bridge")
+        .unwrap_or_else(|| panic!("no bridge plugin in {list}"));
+    entry["cached"].as_bool().expect("cached is a bool")
+}
+
+#[test]
+fn kill9_and_restart_keeps_every_allocation() {
+    let mut d = daemon();
+    let conf = d.net_conf("1.1.0", json!({}));
+    assert!(
+        !plugin_cached(&d),
+        "a fresh state dir cannot have a cached artifact"
+    );
+
+    let first: Vec<(Pod, Value)> = (0..10)
+        .map(|_| {
+            let pod = Pod::new();
+            let r = pod.call("ADD", &conf).ok().json();
+            (pod, r)
+        })
+        .collect();
+    let first_ips: BTreeSet<String> = first.iter().map(|(_, r)| address(r)).collect();
+    assert_eq!(first_ips.len(), 10);
+
+    d.kill9();
+    d.spawn();
+    assert!(plugin_cached(&d), "the restart recompiled the plugin");
+
+    let second: Vec<(Pod, Value)> = (0..10)
+        .map(|_| {
+            let pod = Pod::new();
+            let r = pod.call("ADD", &conf).ok().json();
+            (pod, r)
+        })
+        .collect();
+    let second_ips: BTreeSet<String> = second.iter().map(|(_, r)| address(r)).collect();
+    assert_eq!(second_ips.len(), 10);
+    assert!(
+        first_ips.is_disjoint(&second_ips),
+        "reused after restart: {:?}",
+        first_ips.intersection(&second_ips).collect::<Vec<_>>()
+    );
+
+    for (pod, r) in &first {
+        let host = host_veth(r);
+        assert!(d.node.has_link(&host), "{host} vanished across the restart");
+        assert_ok_empty(&pod.call("DEL", &with_prev(&conf, r)));
+        assert!(!d.node.has_link(&host), "{host} survived DEL");
+        assert!(!pod.ns.has_link("eth0"));
+    }
+    for (pod, r) in &second {
+        assert_eq!(pod.ns.addrs("eth0"), vec![address(r)]);
+        assert!(d.node.has_link(&host_veth(r)));
+    }
+}
+
+#[test]
+fn del_while_down_is_queued_and_replayed() {
+    let mut d = daemon();
+    let conf = d.net_conf("1.1.0", json!({ "podcidr": "10.241.0.0/29" }));
+    let pods: Vec<(Pod, Value)> = (0..5)
+        .map(|_| {
+            let pod = Pod::new();
+            let r = pod.call("ADD", &conf).ok().json();
+            (pod, r)
+        })
+        .collect();
+    assert_eq!(cni("STATUS", "", "", "", &conf).code(), 50);
+
+    d.kill9();
+    let (victim, result) = &pods[3];
+    let out = victim.call("DEL", &with_prev(&conf, result));
+    assert_ok_empty(&out);
+    assert_eq!(queued(&d.queue_dir()).len(), 1, "the DEL was not queued");
+    // Nothing has been done yet: only the daemon can.
+    assert_eq!(victim.ns.addrs("eth0"), vec![address(result)]);
+
+    d.spawn();
+    wait_for(
+        "the queued DEL to be replayed",
+        Duration::from_secs(10),
+        || queued(&d.queue_dir()).is_empty(),
+    );
+    assert!(!victim.ns.has_link("eth0"));
+    assert!(!d.node.has_link(&host_veth(result)));
+    let leftovers: Vec<_> = std::fs::read_dir(d.queue_dir())
+        .map(|e| e.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "queue dir not empty: {leftovers:?}");
+
+    // The address is free again, and it is the one that comes back.
+    let out = cni("STATUS", "", "", "", &conf);
+    assert_ok_empty(&out);
+    let newcomer = Pod::new();
+    assert_eq!(
+        address(&newcomer.call("ADD", &conf).ok().json()),
+        address(result)
+    );
+    for (pod, r) in pods.iter().filter(|(p, _)| p.cid != victim.cid) {
+        assert_eq!(pod.ns.addrs("eth0"), vec![address(r)]);
+    }
+}
+
+#[test]
+fn add_and_status_while_down_fail_fast() {
+    let mut d = daemon();
+    let conf = d.net_conf("1.1.0", json!({}));
+    d.kill9();
+
+    let pod = Pod::new();
+    let started = Instant::now();
+    let out = pod.call("ADD", &conf);
+    let took = started.elapsed();
+    assert_eq!(out.code(), 11, "{}", out.stdout);
+    assert!(
+        took < Duration::from_secs(3),
+        "ADD took {took:?} to give up"
+    );
+    assert!(!pod.ns.has_link("eth0"));
+
+    let started = Instant::now();
+    let out = cni("STATUS", "", "", "", &conf);
+    assert_eq!(out.code(), 50, "{}", out.stdout);
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Code 11 means "try again", and trying again once the daemon is back works.
+    d.spawn();
+    let r = pod.call("ADD", &conf).ok().json();
+    assert_eq!(pod.ns.addrs("eth0"), vec![address(&r)]);
+}
+
+#[test]
+fn kill9_during_a_burst_of_adds() {
+    const N: usize = 20;
+    let mut d = daemon();
+    let conf = Arc::new(d.net_conf("1.1.0", json!({ "podcidr": "10.243.0.0/24" })));
+    let pods: Arc<Vec<Pod>> = Arc::new((0..N).map(|_| Pod::new()).collect());
+
+    let start = Arc::new(Barrier::new(N + 1));
+    let successes = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..N)
+        .map(|i| {
+            let (pods, conf, start, successes) =
+                (pods.clone(), conf.clone(), start.clone(), successes.clone());
+            thread::spawn(move || {
+                start.wait();
+                let out = pods[i].call("ADD", &conf);
+                if out.exit == 0 {
+                    successes.fetch_add(1, Ordering::SeqCst);
+                }
+                out
+            })
+        })
+        .collect();
+    start.wait();
+    // Kill as soon as the first ADD is through, so the rest are in flight or not yet started.
+    wait_for(
+        "the first ADD of the burst",
+        Duration::from_secs(30),
+        || successes.load(Ordering::SeqCst) > 0,
+    );
+    d.kill9();
+    d.spawn();
+    let outs: Vec<CniOutput> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+
+    let mut succeeded = Vec::new();
+    for (pod, out) in pods.iter().zip(&outs) {
+        if out.exit == 0 {
+            succeeded.push((pod, out.json()));
+        } else {
+            // A failed ADD must say "try again", the one answer a crash may give.
+            assert_eq!(out.code(), 11, "{} {}", out.stdout, out.stderr);
+        }
+    }
+    assert!(!succeeded.is_empty());
+
+    // Every reported success survived: the kernel has it and CHECK agrees.
+    for (pod, r) in &succeeded {
+        assert_eq!(pod.ns.addrs("eth0"), vec![address(r)], "pod {}", pod.cid);
+        let out = pod.call("CHECK", &with_prev(&conf, r));
+        assert_eq!(
+            out.exit, 0,
+            "CHECK of pod {}: {} {}",
+            pod.cid, out.stdout, out.stderr
+        );
+    }
+
+    // Whatever any namespace holds, even half-built by a killed ADD, is never handed out again.
+    let present: BTreeSet<String> = pods.iter().flat_map(|p| p.ns.addrs("eth0")).collect();
+    let fresh: Vec<Pod> = (0..10).map(|_| Pod::new()).collect();
+    let mut seen = present.clone();
+    for pod in &fresh {
+        let addr = address(&pod.call("ADD", &conf).ok().json());
+        assert!(
+            seen.insert(addr.clone()),
+            "{addr} handed out twice (present: {present:?})"
+        );
+    }
+
+    // A runtime DELs every failed ADD; that must clean up whatever the crash left behind.
+    for (pod, out) in pods.iter().zip(&outs) {
+        let del_conf = if out.exit == 0 {
+            with_prev(&conf, &out.json())
+        } else {
+            conf.to_string()
+        };
+        assert_ok_empty(&pod.call("DEL", &del_conf));
+        assert!(
+            !pod.ns.has_link("eth0"),
+            "pod {} keeps eth0 after DEL",
+            pod.cid
+        );
+    }
+    let veths: Value =
+        serde_json::from_str(&d.node.ip(&["-j", "link", "show", "type", "veth"])).unwrap();
+    assert_eq!(
+        veths.as_array().map_or(0, Vec::len),
+        fresh.len(),
+        "host veths: {veths}"
+    );
+}
