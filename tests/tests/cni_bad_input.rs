@@ -205,6 +205,13 @@ fn plugin_failures_are_contained() {
         msg.contains("trapped") && msg.contains("unreachable"),
         "trap message should say how it trapped: {msg}"
     );
+    assert!(
+        msg.contains("misbehave asked to trap"),
+        "trap message should carry the guest's panic message: {msg}"
+    );
+    // The backtrace goes to details, keeping msg to one line.
+    assert!(!msg.contains('\n'), "{msg}");
+    assert!(out.json()["details"].as_str().unwrap_or_default().contains("stderr:"), "{out:?}");
     assert_serving(&mut d, "a trapping plugin");
 
     let started = Instant::now();

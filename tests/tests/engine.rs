@@ -53,9 +53,12 @@ async fn misbehaving_guests_fail_one_call_cleanly() {
     }
 
     match add(&reg, "mis-trap").await {
-        Err(CallError::Trap { plugin, message }) => {
+        Err(CallError::Trap { plugin, message, detail }) => {
             assert_eq!(plugin, "mis-trap");
-            assert!(message.contains("unreachable") || message.contains("trap"), "{message}");
+            // The guest's own panic message leads; the trap and the backtrace follow.
+            assert!(message.starts_with("misbehave asked to trap"), "{message}");
+            assert!(message.contains("unreachable"), "{message}");
+            assert!(detail.contains("stderr:"), "{detail}");
         }
         other => panic!("expected a trap, got {other:?}"),
     }

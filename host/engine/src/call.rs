@@ -11,6 +11,10 @@ use crate::bindings::{NetworkGuest, NetworkPluginPre};
 use crate::engine::{EPOCH_TICK, WasmEngine};
 use crate::host::{HostState, MemoryCap};
 use crate::keyvalue::KvStore;
+use crate::stderr::StderrTail;
+
+/// How much of a guest's stderr is kept for its error report.
+const STDERR_CAPTURE: usize = 4096;
 
 /// Per-plugin bounds on one call.
 #[derive(Debug, Clone, Copy)]
@@ -31,8 +35,14 @@ impl Default for Limits {
 /// How a single call failed. Each maps to a wire error in the front door's one mapping place.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
+    /// `message` is the guest's own last words (its panic message) when it left any, else the
+    /// trap; `detail` holds the wasm backtrace.
     #[error("plugin {plugin} trapped: {message}")]
-    Trap { plugin: String, message: String },
+    Trap {
+        plugin: String,
+        message: String,
+        detail: String,
+    },
     #[error("plugin {plugin} exceeded its deadline of {timeout:?}")]
     Timeout { plugin: String, timeout: Duration },
     #[error("plugin {plugin} exceeded its memory limit of {limit} bytes")]
@@ -73,6 +83,7 @@ where
         Ok(Err(join)) => Err(CallError::Trap {
             plugin,
             message: format!("host task failed: {join}"),
+            detail: String::new(),
         }),
         Err(_) => Err(CallError::Timeout {
             plugin,
@@ -86,8 +97,13 @@ where
     F: FnOnce(&NetworkGuest, &mut Store<HostState>) -> wasmtime::Result<R>,
 {
     let mut wasi = wasmtime_wasi::WasiCtx::builder();
+    // Without a grant the guest's stderr goes to a small buffer that only an error report reads:
+    // a panicking Rust guest says why there, and that belongs in the CNI error.
+    let stderr = StderrTail::new(STDERR_CAPTURE);
     if ctx.inherit_stderr {
         wasi.inherit_stderr();
+    } else {
+        wasi.stderr(stderr.clone());
     }
     let state = HostState {
         wasi: wasi.build(),
@@ -116,11 +132,37 @@ where
     };
     let out = f(instance.wasmgate_plugin_network(), &mut store);
     out.map_err(|e| {
-        classify(&ctx, &store, e).unwrap_or_else(|e| CallError::Trap {
-            plugin: ctx.plugin.clone(),
-            message: format!("{e:#}"),
-        })
+        classify(&ctx, &store, e).unwrap_or_else(|e| trap(&ctx.plugin, &e, &stderr.contents()))
     })
+}
+
+/// The most telling short line: a Rust panic message from stderr, else the trap itself.
+fn trap(plugin: &str, err: &wasmtime::Error, stderr: &[u8]) -> CallError {
+    let stderr = String::from_utf8_lossy(stderr);
+    let panic = stderr
+        .lines()
+        .skip_while(|l| !l.contains("panicked at"))
+        .nth(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty());
+    let trap = err
+        .downcast_ref::<Trap>()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| err.root_cause().to_string());
+    let message = match panic {
+        Some(p) => format!("{p} ({trap})"),
+        None => trap,
+    };
+    let mut detail = format!("{err:?}");
+    if !stderr.trim().is_empty() {
+        detail.push_str("\nstderr:\n");
+        detail.push_str(stderr.trim_end());
+    }
+    CallError::Trap {
+        plugin: plugin.to_string(),
+        message,
+        detail,
+    }
 }
 
 /// Recognises the two failures with their own wire codes; anything else is handed back.

@@ -28,6 +28,7 @@ mod error;
 mod host;
 pub mod keyvalue;
 pub mod registry;
+mod stderr;
 
 pub use call::{CallError, Limits};
 pub use engine::{EngineConfig, WasmEngine};

@@ -35,8 +35,10 @@ impl From<ServiceError> for CniError {
                 CniError::new(code::TRY_AGAIN, msg, "the plugin ran past its deadline; retry")
             }
             ServiceError::Call(CallError::Shutdown) => CniError::new(code::TRY_AGAIN, msg, ""),
-            ServiceError::Call(CallError::Trap { .. })
-            | ServiceError::Call(CallError::OutOfMemory { .. })
+            ServiceError::Call(CallError::Trap { detail, .. }) => {
+                CniError::new(code::PLUGIN_TRAP, msg, detail)
+            }
+            ServiceError::Call(CallError::OutOfMemory { .. })
             | ServiceError::Call(CallError::Instantiate { .. }) => {
                 CniError::new(code::PLUGIN_TRAP, msg, "")
             }
