@@ -143,3 +143,25 @@ fn wat_component() -> Vec<u8> {
     // (component) in the binary format: magic, version 0x0d, layer 1.
     vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_get_no_ambient_authority() {
+    // The daemon itself has env vars, a filesystem and loopback; none of it may show through.
+    let dir = std::env::temp_dir().join(unique("wg-probe-"));
+    let reg = registry(&dir);
+    reg.load(misbehave("probe", 2000, 64)).await.unwrap();
+    let out = reg
+        .get("mis-probe")
+        .unwrap()
+        .network(|net, store| net.call_add(store, &conf(), &call()))
+        .await
+        .unwrap()
+        .unwrap();
+    let options = out.result.dns.unwrap().options;
+    assert!(options.contains(&"env=0".to_string()), "{options:?}");
+    assert!(options.contains(&"fs=false".to_string()), "{options:?}");
+    let net = options.iter().find(|o| o.starts_with("net=")).unwrap();
+    assert_eq!(net, "net=PermissionDenied", "{options:?}");
+    eprintln!("probe saw: {options:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
