@@ -75,6 +75,15 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Polls `f` until it holds, for at most a few seconds; panics naming `what` otherwise.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A network namespace made with `ip netns add`, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -126,6 +135,19 @@ impl Netns {
             .filter(|a| a["family"] == "inet")
             .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
             .collect()
+    }
+
+    /// Whether `ifname` is gone, or goes within a few seconds: the daemon answers DEL once the
+    /// pod is cut off and lets the kernel destroy the veth behind the reply.
+    pub fn gone(&self, ifname: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.has_link(ifname) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 
     pub fn has_link(&self, ifname: &str) -> bool {
@@ -258,12 +280,17 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon serving `plugins`; the first one is the CNI default.
     pub fn start(plugins: Vec<PluginEntry>) -> Self {
+        Self::start_with(plugins, "")
+    }
+
+    /// [`Daemon::start`] with extra TOML lines for the `[cni]` section.
+    pub fn start_with(plugins: Vec<PluginEntry>, cni_extra: &str) -> Self {
         let node = Netns::new("wgn");
         let dir = std::env::temp_dir().join(unique("wasmgate-test-"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut toml = format!(
-            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n[cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"{p}\"\nqueue_poll_ms = 100\n",
+            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n[cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"{p}\"\nqueue_poll_ms = 100\n{cni_extra}\n",
             d = dir.display(),
             p = plugins[0].name
         );

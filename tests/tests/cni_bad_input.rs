@@ -99,7 +99,7 @@ fn malformed_json_is_code_6_with_or_without_the_daemon() {
         );
         assert_serving(&mut d, what);
     }
-    assert!(!pod.has_link("eth0"));
+    assert!(pod.gone("eth0"));
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn bad_environment_is_code_4_naming_the_variable() {
         assert_serving(&mut d, what);
     }
     assert!(
-        !pod.has_link("eth0"),
+        pod.gone("eth0"),
         "nothing may be built from a refused call"
     );
 
@@ -245,7 +245,7 @@ fn plugin_failures_are_contained() {
     );
     assert_serving(&mut d, "a memory-hungry plugin");
 
-    assert!(!pod.has_link("eth0"));
+    assert!(pod.gone("eth0"));
 }
 
 #[test]
@@ -289,11 +289,11 @@ fn refused_and_conflicting_attachments_leave_nothing_behind() {
         "message should name the bridge: {out:?}"
     );
     assert!(
-        !pod.has_link("eth0"),
+        pod.gone("eth0"),
         "a refused plan must build nothing in the pod"
     );
     assert!(
-        !d.node.has_link("evil0"),
+        d.node.gone("evil0"),
         "a refused plan must build nothing on the node"
     );
     assert_eq!(host_veths(&d), 0);
@@ -351,7 +351,7 @@ fn refused_and_conflicting_attachments_leave_nothing_behind() {
     assert_serving(&mut d, "DEL of an unknown attachment");
 
     cni("DEL", &cid, &pod.path(), "eth0", &conf).ok();
-    assert!(!pod.has_link("eth0"));
+    assert!(pod.gone("eth0"));
     assert_eq!(host_veths(&d), 0);
     assert!(pool_free());
 }
@@ -404,6 +404,6 @@ fn garbage_on_the_daemon_socket_is_code_6() {
     assert_eq!(reply["error"]["code"], 4, "{reply}");
     let msg = reply["error"]["msg"].as_str().unwrap_or("");
     assert!(msg.contains("CNI_CONTAINERID"), "{reply}");
-    assert!(!pod.has_link("eth0"));
+    assert!(pod.gone("eth0"));
     assert_serving(&mut d, "an unchecked request on the socket");
 }

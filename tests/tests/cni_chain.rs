@@ -277,7 +277,7 @@ fn chained_with_tuning_and_bandwidth() {
     chain.check().unwrap_or_else(|e| panic!("{e}"));
 
     chain.del().unwrap_or_else(|e| panic!("{e}"));
-    assert!(!pod.has_link("eth0"));
+    assert!(pod.gone("eth0"));
     let veths = d.node.ip(&["-j", "link", "show", "type", "veth"]);
     assert_eq!(
         serde_json::from_str::<Value>(&veths).unwrap(),
@@ -369,7 +369,7 @@ fn a_host_local_result_chains_into_ours() {
     chain.check().unwrap_or_else(|e| panic!("{e}"));
 
     chain.del().unwrap_or_else(|e| panic!("{e}"));
-    assert!(!pod.has_link("eth0"));
+    assert!(pod.gone("eth0"));
     assert!(!leased.exists(), "host-local kept its lease after DEL");
     chain.del().unwrap_or_else(|e| panic!("second {e}"));
 }

@@ -160,7 +160,7 @@ impl Load {
                         if del.exit != 0 {
                             failures.push(format!("worker {w} DEL {cid}: {del:?}"));
                         }
-                        if pod.has_link("eth0") {
+                        if !pod.gone("eth0") {
                             failures
                                 .push(format!("worker {w}: eth0 left in the pod after DEL {cid}"));
                         }
@@ -331,7 +331,7 @@ fn swapped_in_version_answers_the_next_call() {
         add.ok();
         let built = pod.addrs("eth0");
         cni("DEL", &cid, &pod.path(), "eth0", &conf).ok();
-        assert!(!pod.has_link("eth0"));
+        assert!(pod.gone("eth0"));
         (add.json(), built)
     };
 
@@ -434,5 +434,5 @@ fn in_flight_call_finishes_on_the_old_version() {
     assert!(old.msg().contains("deadline"), "{old:?}");
     assert!(pod.has_link("eth0"), "the fresh ADD built its attachment");
     cni("DEL", &cid, &pod.path(), "eth0", &conf).ok();
-    assert!(!pod.has_link("eth0"));
+    assert!(pod.gone("eth0"));
 }

@@ -203,7 +203,7 @@ fn del_removes_the_interface_and_frees_the_address() {
     let out = extra.add(&conf);
     assert_eq!(out.code(), 110, "{}", out.stdout);
     assert!(out.msg().contains("no addresses"), "{}", out.msg());
-    assert!(!extra.ns.has_link("eth0"));
+    assert!(extra.ns.gone("eth0"));
     let out = status(&conf);
     assert_eq!(out.code(), 50, "{}", out.stdout);
 
@@ -214,8 +214,8 @@ fn del_removes_the_interface_and_frees_the_address() {
     assert!(d.node.has_link(&host));
     let out = victim.del(&with_prev(&conf, result));
     assert_eq!((out.exit, out.stdout.as_str()), (0, ""), "{}", out.stderr);
-    assert!(!victim.ns.has_link("eth0"));
-    assert!(!d.node.has_link(&host));
+    assert!(victim.ns.gone("eth0"));
+    assert!(d.node.gone(&host));
     assert_eq!(status(&conf).ok().stdout, "");
 
     let out = extra.add(&conf);
@@ -278,8 +278,8 @@ fn gc_collects_only_stale_attachments() {
     assert_eq!((out.exit, out.stdout.as_str()), (0, ""), "{}", out.stderr);
 
     // The stale one's veth pair is gone from both sides and its address is free again.
-    assert!(!d.node.has_link(&stale_host));
-    assert!(!stale.ns.has_link("eth0"));
+    assert!(d.node.gone(&stale_host));
+    assert!(stale.ns.gone("eth0"));
     assert_eq!(status(&conf).ok().stdout, "");
     let newcomer = Pod::new();
     assert_eq!(
@@ -367,7 +367,7 @@ fn a_hundred_concurrent_adds_and_dels() {
         assert_eq!((out.exit, out.stdout.as_str()), (0, ""), "{}", out.stderr);
     }
     for pod in pods.iter() {
-        assert!(!pod.ns.has_link("eth0"), "pod {} still has eth0", pod.cid);
+        assert!(pod.ns.gone("eth0"), "pod {} still has eth0", pod.cid);
     }
     assert!(
         veths(&d.node).is_empty(),

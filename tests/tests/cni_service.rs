@@ -28,6 +28,10 @@ impl Drop for Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(false).await
+}
+
+async fn fixture_with(deferred_teardown: bool) -> Fixture {
     let dir = std::env::temp_dir().join(unique("wg-svc-"));
     let engine = WasmEngine::new(&EngineConfig { max_instances: 8, ..Default::default() }).unwrap();
     let registry = Arc::new(Registry::new(engine, dir.clone()));
@@ -41,7 +45,8 @@ async fn fixture() -> Fixture {
             net: NetPolicy { allowed_bridges: vec!["wgbr0".into()], host_prefix: Some("wg".into()) },
         },
     );
-    let svc = CniService::new(registry, fake.clone(), records, policies, "bridge".into());
+    let svc = CniService::new(registry, fake.clone(), records, policies, "bridge".into())
+        .with_deferred_teardown(deferred_teardown);
     Fixture { svc, fake, dir }
 }
 
@@ -151,3 +156,22 @@ async fn gc_removes_everything_not_listed() {
     assert_eq!(present.len(), 1);
     assert_eq!(present[0].1.container_addresses, vec!["10.9.0.2/29".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deferred_teardown_cuts_off_first_and_destroys_behind_the_reply() {
+    let f = fixture_with(true).await;
+    ok(f.svc.handle(request(Command::Add, "c1", json!({}))).await);
+    ok(f.svc.handle(request(Command::Del, "c1", json!({}))).await);
+    let calls = f.fake.calls();
+    assert!(matches!(calls[1], Call::Detach(..)), "{calls:?}");
+    // The destroy runs behind the reply; it lands shortly after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !f.fake.present().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "teardown never ran: {:?}", f.fake.calls());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(matches!(f.fake.calls().last(), Some(Call::Remove(..))));
+    // The same pod again: no collision with what was torn down.
+    ok(f.svc.handle(request(Command::Add, "c1", json!({}))).await);
+}
+

@@ -48,6 +48,11 @@ pub struct CniSection {
     pub default_plugin: String,
     /// How often the DEL queue is checked while running.
     pub queue_poll_ms: u64,
+    /// Answer DEL once the pod is cut off (host veth down, IP released, recorded) and let the
+    /// kernel destroy the veth behind the reply: destroying a netdev waits for an RCU barrier,
+    /// tens of milliseconds that the runtime need not wait for. An ADD that reuses the names
+    /// waits for the teardown; a crash mid-teardown is finished on the next start.
+    pub deferred_teardown: bool,
 }
 
 /// What a call does when its plugin fails: `closed` returns the error (the only safe choice for
@@ -152,6 +157,7 @@ impl Default for CniSection {
             queue_dir: wasmgate_cni::conf::DEFAULT_QUEUE_DIR.into(),
             default_plugin: "bridge".to_string(),
             queue_poll_ms: 500,
+            deferred_teardown: true,
         }
     }
 }

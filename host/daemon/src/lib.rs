@@ -39,6 +39,8 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("startup: {0}")]
+    Startup(String),
     #[error("watch plugin files: {0}")]
     Watch(#[from] notify::Error),
 }
@@ -86,7 +88,13 @@ pub async fn run_with(
         records,
         policies,
         cfg.cni.default_plugin.clone(),
-    ));
+    )
+    .with_deferred_teardown(cfg.cni.deferred_teardown));
+
+    let finished = svc.finish_teardowns().await.map_err(|e| DaemonError::Startup(e.to_string()))?;
+    if finished > 0 {
+        tracing::info!(finished, "finished teardowns a previous run left");
+    }
 
     // DELs queued while we were down go first: an ADD for the same pod must not overtake them.
     let queue = DelQueue::new(cfg.cni.queue_dir.clone());

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use wasmgate_cni::plan::{Attachment, Target};
 
 const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("cni.attachments");
+/// Attachments whose DEL has been answered but whose interfaces the kernel is still destroying,
+/// by host veth name. Finished on the next start if the daemon dies first.
+const TEARDOWN: TableDefinition<&str, &[u8]> = TableDefinition::new("cni.teardown");
 
 #[derive(Debug, thiserror::Error)]
 #[error("host state: {0}")]
@@ -87,6 +90,41 @@ impl Records {
         txn.commit().map_err(err)
     }
 
+    /// Moves `rec` from the live attachments to the teardown list, in one transaction, so a
+    /// crash leaves it in exactly one of the two.
+    pub fn begin_teardown(&self, key: &str, rec: &Record) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(rec).map_err(err)?;
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(ATTACHMENTS).map_err(err)?.remove(key).map_err(err)?;
+        txn.open_table(TEARDOWN)
+            .map_err(err)?
+            .insert(rec.attachment.veth.host_name.as_str(), bytes.as_slice())
+            .map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    pub fn end_teardown(&self, host_name: &str) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(TEARDOWN).map_err(err)?.remove(host_name).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// Teardowns a previous run did not finish.
+    pub fn teardowns(&self) -> Result<Vec<Record>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = match txn.open_table(TEARDOWN) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(err)? {
+            let (_, v) = entry.map_err(err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(err)?);
+        }
+        Ok(out)
+    }
+
     /// Every record of one network.
     pub fn network(&self, network: &str) -> Result<Vec<Record>, StateError> {
         let txn = self.db.begin_read().map_err(err)?;
@@ -147,6 +185,14 @@ mod tests {
         st.remove("a/c1/eth0").unwrap();
         st.remove("a/c1/eth0").unwrap();
         assert_eq!(st.get("a/c1/eth0").unwrap(), None);
+
+        st.begin_teardown("a/c2/eth0", &rec("a", "c2")).unwrap();
+        assert_eq!(st.get("a/c2/eth0").unwrap(), None);
+        drop(st);
+        let st = Records::open(&path).unwrap();
+        assert_eq!(st.teardowns().unwrap(), vec![rec("a", "c2")]);
+        st.end_teardown("wgc2").unwrap();
+        assert!(st.teardowns().unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

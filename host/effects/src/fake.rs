@@ -15,6 +15,7 @@ use crate::{Applied, EffectError, NetworkEffects};
 pub enum Call {
     Apply(Target, Attachment),
     Remove(Target, Attachment),
+    Detach(Target, Attachment),
     Verify(Target, Attachment),
 }
 
@@ -92,6 +93,13 @@ impl NetworkEffects for RecordingFake {
         state.present.retain(|(t, p)| {
             p.veth.host_name != plan.veth.host_name && (target.netns.is_empty() || t != target)
         });
+        Ok(())
+    }
+
+    fn detach(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError> {
+        let mut state = self.lock();
+        state.calls.push(Call::Detach(target.clone(), plan.clone()));
+        // Down, not gone: the model keeps it present until `remove`.
         Ok(())
     }
 

@@ -58,6 +58,11 @@ pub trait NetworkEffects: Send + Sync + 'static {
     /// Removes the attachment. Idempotent: a missing netns, host veth or container interface is
     /// success. A shared bridge is never removed.
     fn remove(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError>;
+    /// Cuts the pod off at once without destroying anything: the host veth goes down, so the
+    /// container end loses carrier and the bridge stops forwarding to it. Destroying a netdev
+    /// waits for an RCU barrier (tens of milliseconds), so DEL detaches on the reply path and
+    /// leaves `remove` to run behind it. Idempotent, like `remove`.
+    fn detach(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError>;
     /// CHECK: the container interface exists in the netns, is up, has every container address
     /// and route; the host veth exists (and is enslaved to the bridge when there is one).
     fn verify(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError>;

@@ -127,6 +127,11 @@ impl NetworkEffects for Netlink {
         }
     }
 
+    fn detach(&self, _target: &Target, plan: &Attachment) -> Result<(), EffectError> {
+        let host = Conn::open()?;
+        host.run(set_host_veth_down(&host.handle, &plan.veth.host_name))
+    }
+
     fn verify(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError> {
         let parsed = ParsedPlan::parse(plan)?;
         let ns = open_netns(&target.netns)?;
@@ -457,6 +462,29 @@ async fn remove_host_veth(h: &Handle, host_name: &str) -> Result<bool, EffectErr
             Err(nl(format_args!("delete host veth {host_name:?}"), e))
         }
         _ => Ok(true),
+    }
+}
+
+async fn set_host_veth_down(h: &Handle, host_name: &str) -> Result<(), EffectError> {
+    let Some(link) = link_by_name(h, host_name)
+        .await
+        .map_err(|e| nl(format_args!("look up host veth {host_name:?}"), e))?
+    else {
+        return Ok(());
+    };
+    if !has_kind(&link, &InfoKind::Veth) {
+        return Ok(());
+    }
+    match h
+        .link()
+        .change(LinkUnspec::new_with_index(link.header.index).down().build())
+        .execute()
+        .await
+    {
+        Err(e) if errno(&e) != Some(Errno::ENODEV) => {
+            Err(nl(format_args!("set host veth {host_name:?} down"), e))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -409,3 +409,36 @@ fn works_from_spawn_blocking() {
     rt.shutdown_background();
     assert!(!succeeds(&["-n", &node.name, "link", "show", "wgf"]));
 }
+
+#[test]
+fn detach_cuts_the_pod_off_without_destroying_anything() {
+    let node = Netns::new("g-node");
+    let a = Netns::new("g-pa");
+    let b = Netns::new("g-pb");
+    let octet = subnet_octet();
+    let (pa, pb) = (bridged_plan("wgda", 2), bridged_plan("wgdb", 3));
+    in_netns(&node.path(), || {
+        Netlink.apply(&a.target(), &pa).unwrap();
+        Netlink.apply(&b.target(), &pb).unwrap();
+    });
+    let b_ip = format!("10.99.{octet}.3");
+    assert!(succeeds(&["netns", "exec", &a.name, "ping", "-c1", "-W2", &b_ip]));
+
+    in_netns(&node.path(), || {
+        Netlink.detach(&b.target(), &pb).unwrap();
+        Netlink.detach(&b.target(), &pb).unwrap();
+    });
+    // Still there, but down and unreachable.
+    let link = run(&["-n", &node.name, "-j", "link", "show", "wgdb"]);
+    assert!(!link.contains("\"UP\""), "{link}");
+    assert!(succeeds(&["-n", &b.name, "link", "show", "eth0"]));
+    assert!(!succeeds(&["netns", "exec", &a.name, "ping", "-c1", "-W1", &b_ip]));
+
+    in_netns(&node.path(), || {
+        Netlink.remove(&b.target(), &pb).unwrap();
+        // Detaching what is gone is fine too.
+        Netlink.detach(&b.target(), &pb).unwrap();
+        Netlink.remove(&a.target(), &pa).unwrap();
+    });
+    assert!(!succeeds(&["-n", &b.name, "link", "show", "eth0"]));
+}

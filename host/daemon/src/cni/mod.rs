@@ -6,5 +6,6 @@ pub mod error;
 pub mod queue;
 pub mod server;
 mod service;
+mod teardown;
 
 pub use service::{CniService, PluginPolicy};

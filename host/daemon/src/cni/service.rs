@@ -17,6 +17,7 @@ use wasmgate_engine::{HostState, LoadedPlugin, Registry};
 
 use super::convert;
 use super::error::ServiceError;
+use super::teardown::Teardowns;
 use crate::state::{Record, Records};
 
 /// What the host allows one plugin to do.
@@ -31,6 +32,8 @@ pub struct CniService {
     records: Arc<Records>,
     policies: BTreeMap<String, PluginPolicy>,
     default_plugin: String,
+    deferred_teardown: bool,
+    teardowns: Arc<Teardowns>,
 }
 
 /// A validated call, ready to route.
@@ -58,7 +61,35 @@ impl CniService {
             records,
             policies,
             default_plugin,
+            deferred_teardown: false,
+            teardowns: Arc::new(Teardowns::default()),
         }
+    }
+
+    /// Answer DEL once the pod is cut off and let the kernel destroy the veth behind the reply
+    /// (see `CniSection::deferred_teardown`).
+    pub fn with_deferred_teardown(mut self, on: bool) -> Self {
+        self.deferred_teardown = on;
+        self
+    }
+
+    /// Finishes teardowns that a previous run answered but did not complete (it was killed).
+    pub async fn finish_teardowns(&self) -> Result<usize, ServiceError> {
+        let pending = self.records.teardowns()?;
+        let n = pending.len();
+        for rec in pending {
+            let host = rec.attachment.veth.host_name.clone();
+            let target = Target {
+                netns: String::new(),
+                ifname: rec.target.ifname.clone(),
+            };
+            // One stubborn interface must not keep the daemon from starting; it stays listed.
+            match self.effect(move |fx| fx.remove(&target, &rec.attachment)).await {
+                Ok(()) => self.records.end_teardown(&host)?,
+                Err(e) => tracing::error!(host_veth = %host, "unfinished teardown failed again: {e}"),
+            }
+        }
+        Ok(n)
     }
 
     pub async fn handle(&self, req: Request) -> Response {
@@ -178,6 +209,7 @@ impl CniService {
         if let Some(att) = outcome.attachment {
             let plan = convert::attachment(att);
             let target = Self::target(&call);
+            self.teardowns.wait_clear(&plan.veth.host_name, &target.netns).await;
             let applied = match self.build(&call, &key, &target, &plan).await {
                 Ok(applied) => applied,
                 Err(e) => {
@@ -238,19 +270,53 @@ impl CniService {
 
     async fn del(&self, call: Call) -> Result<String, ServiceError> {
         let key = Self::key(&call);
-        if let Some(rec) = self.records.get(&key)? {
-            // Only the netns the runtime names now: a recorded path may since name another pod.
-            let target = Target {
-                netns: call.inv.netns.clone(),
-                ifname: rec.target.ifname.clone(),
-            };
-            let plan = rec.attachment.clone();
-            self.effect(move |fx| fx.remove(&target, &plan)).await?;
+        let rec = self.records.get(&key)?;
+        // Only the netns the runtime names now: a recorded path may since name another pod.
+        let target = rec.as_ref().map(|rec| Target {
+            netns: call.inv.netns.clone(),
+            ifname: rec.target.ifname.clone(),
+        });
+        if let (Some(rec), Some(target)) = (&rec, &target) {
+            let (target, plan) = (target.clone(), rec.attachment.clone());
+            if self.deferred_teardown {
+                // The pod is cut off before its address can go to another.
+                self.effect(move |fx| fx.detach(&target, &plan)).await?;
+            } else {
+                self.effect(move |fx| fx.remove(&target, &plan)).await?;
+            }
         }
         let inv = convert::invocation(&call.inv);
         self.call(&call, move |net, store, conf| net.call_del(store, conf, &inv)).await?;
-        self.records.remove(&key)?;
+        match (rec, target) {
+            (Some(rec), Some(target)) if self.deferred_teardown => self.tear_down(&key, rec, target)?,
+            _ => self.records.remove(&key)?,
+        }
         Ok(String::new())
+    }
+
+    /// Records the teardown, then destroys the veth behind the reply.
+    fn tear_down(&self, key: &str, rec: Record, target: Target) -> Result<(), ServiceError> {
+        self.records.begin_teardown(key, &rec)?;
+        let host = rec.attachment.veth.host_name.clone();
+        self.teardowns.start(&host, &target.netns);
+        let (effects, records, teardowns) =
+            (self.effects.clone(), self.records.clone(), self.teardowns.clone());
+        tokio::spawn(async move {
+            let plan = rec.attachment;
+            let done = tokio::task::spawn_blocking(move || effects.remove(&target, &plan)).await;
+            match done {
+                Ok(Ok(())) => {
+                    if let Err(e) = records.end_teardown(&host) {
+                        tracing::error!(host_veth = %host, "teardown done but not recorded: {e}");
+                    }
+                }
+                // Left in the teardown list: the next start finishes it.
+                Ok(Err(e)) => tracing::error!(host_veth = %host, "teardown failed: {e}"),
+                Err(e) => tracing::error!(host_veth = %host, "teardown task failed: {e}"),
+            }
+            teardowns.finish(&host);
+        });
+        Ok(())
     }
 
     async fn check(&self, call: Call) -> Result<String, ServiceError> {
