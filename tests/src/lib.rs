@@ -274,6 +274,8 @@ pub struct Daemon {
     pub node: Netns,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// A command the daemon runs under, e.g. `["prlimit", "--as=…", "--"]`.
+    pub wrapper: Vec<String>,
     child: Option<Child>,
 }
 
@@ -285,6 +287,11 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra TOML lines for the `[cni]` section.
     pub fn start_with(plugins: Vec<PluginEntry>, cni_extra: &str) -> Self {
+        Self::start_wrapped(plugins, cni_extra, &[])
+    }
+
+    /// [`Daemon::start_with`], the daemon running under `wrapper` (e.g. `prlimit … --`).
+    pub fn start_wrapped(plugins: Vec<PluginEntry>, cni_extra: &str, wrapper: &[&str]) -> Self {
         let node = Netns::new("wgn");
         let dir = std::env::temp_dir().join(unique("wasmgate-test-"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -304,7 +311,8 @@ impl Daemon {
         }
         let config = dir.join("wasmgate.toml");
         std::fs::write(&config, toml).unwrap();
-        let mut d = Self { node, dir, config, child: None };
+        let wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        let mut d = Self { node, dir, config, wrapper, child: None };
         d.spawn();
         d
     }
@@ -335,6 +343,7 @@ impl Daemon {
             .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.node.name])
+            .args(&self.wrapper)
             .arg(bin("wasmgate"))
             .arg("serve")
             .arg("--config")

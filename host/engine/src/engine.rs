@@ -122,7 +122,15 @@ impl WasmEngine {
                 Err(e) => tracing::warn!("pooling allocator unavailable, using on-demand: {e:#}"),
             }
         }
-        let engine = Engine::new(&base_config()).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        // Without the pool, keep each memory's address-space reservation small too: the default
+        // 4 GiB per memory is what a tight limit refused, and a few concurrent calls would hit
+        // it again. Memories then grow by moving, with explicit bounds checks.
+        let mut config = base_config();
+        config
+            .memory_reservation(0)
+            .memory_guard_size(0)
+            .memory_reservation_for_growth(1 << 20);
+        let engine = Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
         Ok((engine, false))
     }
 
