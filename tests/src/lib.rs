@@ -18,7 +18,10 @@ use serde_json::Value;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A binary of this workspace, from the same target dir as the running test.
@@ -26,7 +29,11 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().unwrap();
-    let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap()
+    } else {
+        dir
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -60,12 +67,19 @@ pub fn plugin(name: &str) -> PathBuf {
 /// A short name unique to this process and call, usable in interface and netns names.
 pub fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{tag}{}x{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{tag}{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}{}",
@@ -163,7 +177,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -177,7 +193,11 @@ pub struct PluginEntry {
 
 impl PluginEntry {
     pub fn new(name: &str, path: PathBuf) -> Self {
-        Self { name: name.into(), path, extra: String::new() }
+        Self {
+            name: name.into(),
+            path,
+            extra: String::new(),
+        }
     }
 
     pub fn extra(mut self, toml: &str) -> Self {
@@ -197,13 +217,21 @@ pub struct CniOutput {
 
 impl CniOutput {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} / {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// The CNI error code, panicking if the call succeeded.
     pub fn code(&self) -> u64 {
-        assert_ne!(self.exit, 0, "expected an error, got success: {}", self.stdout);
+        assert_ne!(
+            self.exit, 0,
+            "expected an error, got success: {}",
+            self.stdout
+        );
         self.json()["code"].as_u64().expect("error has a code")
     }
 
@@ -219,7 +247,10 @@ impl CniOutput {
     /// The first IP address of an ADD result, without prefix.
     pub fn ip(&self) -> String {
         let v = self.json();
-        let addr = v["ips"][0]["address"].as_str().expect("result has an ip").to_string();
+        let addr = v["ips"][0]["address"]
+            .as_str()
+            .expect("result has an ip")
+            .to_string();
         addr.split('/').next().unwrap().to_string()
     }
 }
@@ -259,8 +290,15 @@ pub fn exec_plugin(path: &Path, env: &[(&str, String)], stdin: &str) -> CniOutpu
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     CniOutput {
         exit: out.status.code().unwrap_or(-1),
@@ -312,7 +350,13 @@ impl Daemon {
         let config = dir.join("wasmgate.toml");
         std::fs::write(&config, toml).unwrap();
         let wrapper = wrapper.iter().map(|s| s.to_string()).collect();
-        let mut d = Self { node, dir, config, wrapper, child: None };
+        let mut d = Self {
+            node,
+            dir,
+            config,
+            wrapper,
+            child: None,
+        };
         d.spawn();
         d
     }
@@ -358,7 +402,11 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "daemon did not come up: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

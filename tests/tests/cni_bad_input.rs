@@ -130,10 +130,7 @@ fn bad_environment_is_code_4_naming_the_variable() {
         );
         assert_serving(&mut d, what);
     }
-    assert!(
-        pod.gone("eth0"),
-        "nothing may be built from a refused call"
-    );
+    assert!(pod.gone("eth0"), "nothing may be built from a refused call");
 
     let out = cni(
         "ADD",
@@ -211,7 +208,13 @@ fn plugin_failures_are_contained() {
     );
     // The backtrace goes to details, keeping msg to one line.
     assert!(!msg.contains('\n'), "{msg}");
-    assert!(out.json()["details"].as_str().unwrap_or_default().contains("stderr:"), "{out:?}");
+    assert!(
+        out.json()["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stderr:"),
+        "{out:?}"
+    );
     assert_serving(&mut d, "a trapping plugin");
 
     let started = Instant::now();

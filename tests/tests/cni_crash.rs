@@ -298,11 +298,7 @@ fn kill9_during_a_burst_of_adds() {
             conf.to_string()
         };
         assert_ok_empty(&pod.call("DEL", &del_conf));
-        assert!(
-            pod.ns.gone("eth0"),
-            "pod {} keeps eth0 after DEL",
-            pod.cid
-        );
+        assert!(pod.ns.gone("eth0"), "pod {} keeps eth0 after DEL", pod.cid);
     }
     let veths: Value =
         serde_json::from_str(&d.node.ip(&["-j", "link", "show", "type", "veth"])).unwrap();
@@ -343,5 +339,8 @@ fn kill9_while_a_deferred_teardown_runs() {
         assert!(pod.ns.addrs("eth0").contains(&address(&r)));
     }
     let finished = d.log().contains("finished teardowns a previous run left");
-    eprintln!("the kill landed {} a teardown finished", if finished { "before" } else { "after" });
+    eprintln!(
+        "the kill landed {} a teardown finished",
+        if finished { "before" } else { "after" }
+    );
 }

@@ -25,7 +25,11 @@ fn pooling_refused_falls_back_and_still_serves() {
         "",
         &["prlimit", "--as=6442450944", "--"],
     );
-    assert!(d.log().contains("pooling allocator unavailable"), "{}", d.log());
+    assert!(
+        d.log().contains("pooling allocator unavailable"),
+        "{}",
+        d.log()
+    );
     let conf = d.net_conf("1.1.0", json!({}));
     // Concurrent calls too: each on-demand memory must stay small under the limit.
     const N: usize = 16;

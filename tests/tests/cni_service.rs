@@ -10,8 +10,8 @@ use wasmgate_cni::env::Invocation;
 use wasmgate_cni::wire::{Request, Response};
 use wasmgate_daemon::cni::{CniService, PluginPolicy};
 use wasmgate_daemon::state::Records;
-use wasmgate_effects::fake::{Call, RecordingFake};
 use wasmgate_effects::NetPolicy;
+use wasmgate_effects::fake::{Call, RecordingFake};
 use wasmgate_engine::{EngineConfig, PluginSpec, Registry, WasmEngine};
 use wasmgate_tests::{plugin, unique};
 
@@ -33,16 +33,26 @@ async fn fixture() -> Fixture {
 
 async fn fixture_with(deferred_teardown: bool) -> Fixture {
     let dir = std::env::temp_dir().join(unique("wg-svc-"));
-    let engine = WasmEngine::new(&EngineConfig { max_instances: 8, ..Default::default() }).unwrap();
+    let engine = WasmEngine::new(&EngineConfig {
+        max_instances: 8,
+        ..Default::default()
+    })
+    .unwrap();
     let registry = Arc::new(Registry::new(engine, dir.clone()));
-    registry.load(PluginSpec::new("bridge", plugin("bridge-ipam"))).await.unwrap();
+    registry
+        .load(PluginSpec::new("bridge", plugin("bridge-ipam")))
+        .await
+        .unwrap();
     let fake = Arc::new(RecordingFake::new());
     let records = Arc::new(Records::open(&dir.join("host.redb")).unwrap());
     let mut policies = BTreeMap::new();
     policies.insert(
         "bridge".to_string(),
         PluginPolicy {
-            net: NetPolicy { allowed_bridges: vec!["wgbr0".into()], host_prefix: Some("wg".into()) },
+            net: NetPolicy {
+                allowed_bridges: vec!["wgbr0".into()],
+                host_prefix: Some("wg".into()),
+            },
         },
     );
     let svc = CniService::new(registry, fake.clone(), records, policies, "bridge".into())
@@ -91,12 +101,17 @@ async fn add_applies_the_validated_plan_and_del_removes_it() {
     let result: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(result["ips"][0]["address"], "10.9.0.2/29");
     let calls = f.fake.calls();
-    let [Call::Apply(target, plan)] = calls.as_slice() else { panic!("{calls:?}") };
+    let [Call::Apply(target, plan)] = calls.as_slice() else {
+        panic!("{calls:?}")
+    };
     assert_eq!(target.netns, "/var/run/netns/fake-c1");
     assert_eq!(plan.container_addresses, vec!["10.9.0.2/29".to_string()]);
     assert_eq!(plan.bridge.as_ref().unwrap().name, "wgbr0");
     // The MACs the host learnt when applying are in the result.
-    assert!(result["interfaces"][1]["mac"].as_str().is_some(), "{result}");
+    assert!(
+        result["interfaces"][1]["mac"].as_str().is_some(),
+        "{result}"
+    );
 
     ok(f.svc.handle(request(Command::Del, "c1", json!({}))).await);
     assert!(matches!(f.fake.calls().last(), Some(Call::Remove(_, p)) if p == plan));
@@ -121,12 +136,29 @@ async fn a_failed_apply_gives_the_address_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plan_outside_the_grant_is_never_applied() {
     let f = fixture().await;
-    let e = err(f.svc.handle(request(Command::Add, "c1", json!({"bridge": "evil0", "podcidr": "10.9.0.0/30"}))).await);
+    let e = err(f
+        .svc
+        .handle(request(
+            Command::Add,
+            "c1",
+            json!({"bridge": "evil0", "podcidr": "10.9.0.0/30"}),
+        ))
+        .await);
     assert_eq!(e.code, 103, "{}", e.msg);
     assert!(e.msg.contains("evil0"), "{}", e.msg);
     assert!(f.fake.calls().is_empty(), "{:?}", f.fake.calls());
-    let out = ok(f.svc.handle(request(Command::Add, "c2", json!({"podcidr": "10.9.0.0/30"}))).await);
-    assert!(out.contains("10.9.0.2/30"), "denied ADD leaked its address: {out}");
+    let out = ok(f
+        .svc
+        .handle(request(
+            Command::Add,
+            "c2",
+            json!({"podcidr": "10.9.0.0/30"}),
+        ))
+        .await);
+    assert!(
+        out.contains("10.9.0.2/30"),
+        "denied ADD leaked its address: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -134,10 +166,15 @@ async fn check_verifies_what_the_host_built() {
     let f = fixture().await;
     let out = ok(f.svc.handle(request(Command::Add, "c1", json!({}))).await);
     let prev: serde_json::Value = serde_json::from_str(&out).unwrap();
-    ok(f.svc.handle(request(Command::Check, "c1", json!({"prevResult": prev}))).await);
+    ok(f.svc
+        .handle(request(Command::Check, "c1", json!({"prevResult": prev})))
+        .await);
     assert!(matches!(f.fake.calls().last(), Some(Call::Verify(..))));
     // Without an ADD there is nothing to check.
-    let e = err(f.svc.handle(request(Command::Check, "c9", json!({"prevResult": prev}))).await);
+    let e = err(f
+        .svc
+        .handle(request(Command::Check, "c9", json!({"prevResult": prev})))
+        .await);
     assert_ne!(e.code, 0);
 }
 
@@ -146,15 +183,22 @@ async fn gc_removes_everything_not_listed() {
     let f = fixture().await;
     ok(f.svc.handle(request(Command::Add, "c1", json!({}))).await);
     ok(f.svc.handle(request(Command::Add, "c2", json!({}))).await);
-    let mut gc = request(Command::Gc, "", json!({
-        "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}],
-    }));
+    let mut gc = request(
+        Command::Gc,
+        "",
+        json!({
+            "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}],
+        }),
+    );
     gc.invocation.ifname = String::new();
     gc.invocation.netns = String::new();
     ok(f.svc.handle(gc).await);
     let present = f.fake.present();
     assert_eq!(present.len(), 1);
-    assert_eq!(present[0].1.container_addresses, vec!["10.9.0.2/29".to_string()]);
+    assert_eq!(
+        present[0].1.container_addresses,
+        vec!["10.9.0.2/29".to_string()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -167,11 +211,14 @@ async fn deferred_teardown_cuts_off_first_and_destroys_behind_the_reply() {
     // The destroy runs behind the reply; it lands shortly after.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !f.fake.present().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "teardown never ran: {:?}", f.fake.calls());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "teardown never ran: {:?}",
+            f.fake.calls()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(matches!(f.fake.calls().last(), Some(Call::Remove(..))));
     // The same pod again: no collision with what was torn down.
     ok(f.svc.handle(request(Command::Add, "c1", json!({}))).await);
 }
-

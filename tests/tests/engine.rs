@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use wasmgate_engine::{CallError, EngineConfig, EngineError, PluginSpec, Registry, WasmEngine};
 use wasmgate_engine::bindings::cni_types as wit;
+use wasmgate_engine::{CallError, EngineConfig, EngineError, PluginSpec, Registry, WasmEngine};
 use wasmgate_tests::{plugin, unique};
 
 fn conf() -> wit::NetConf {
@@ -21,11 +21,20 @@ fn conf() -> wit::NetConf {
 }
 
 fn call() -> wit::Invocation {
-    wit::Invocation { container_id: "c".into(), netns: "/x".into(), ifname: "eth0".into(), args: vec![] }
+    wit::Invocation {
+        container_id: "c".into(),
+        netns: "/x".into(),
+        ifname: "eth0".into(),
+        args: vec![],
+    }
 }
 
 fn registry(dir: &std::path::Path) -> Registry {
-    let engine = WasmEngine::new(&EngineConfig { max_instances: 16, ..Default::default() }).unwrap();
+    let engine = WasmEngine::new(&EngineConfig {
+        max_instances: 16,
+        ..Default::default()
+    })
+    .unwrap();
     Registry::new(engine, dir.to_path_buf())
 }
 
@@ -48,12 +57,21 @@ async fn add(reg: &Registry, name: &str) -> Result<(), CallError> {
 async fn misbehaving_guests_fail_one_call_cleanly() {
     let dir = std::env::temp_dir().join(unique("wg-engine-"));
     let reg = registry(&dir);
-    for spec in [misbehave("trap", 2000, 64), misbehave("loop", 300, 64), misbehave("oom", 2000, 16), misbehave("ok", 2000, 64)] {
+    for spec in [
+        misbehave("trap", 2000, 64),
+        misbehave("loop", 300, 64),
+        misbehave("oom", 2000, 16),
+        misbehave("ok", 2000, 64),
+    ] {
         reg.load(spec).await.unwrap();
     }
 
     match add(&reg, "mis-trap").await {
-        Err(CallError::Trap { plugin, message, detail }) => {
+        Err(CallError::Trap {
+            plugin,
+            message,
+            detail,
+        }) => {
             assert_eq!(plugin, "mis-trap");
             // The guest's own panic message leads; the trap and the backtrace follow.
             assert!(message.starts_with("misbehave asked to trap"), "{message}");
@@ -71,7 +89,11 @@ async fn misbehaving_guests_fail_one_call_cleanly() {
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "deadline took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "deadline took {:?}",
+        started.elapsed()
+    );
 
     match add(&reg, "mis-oom").await {
         Err(CallError::OutOfMemory { plugin, limit }) => {
@@ -83,7 +105,11 @@ async fn misbehaving_guests_fail_one_call_cleanly() {
 
     // None of that affected anyone else, and the same plugins still answer their other exports.
     add(&reg, "mis-ok").await.unwrap();
-    let status = reg.get("mis-trap").unwrap().network(|net, store| net.call_status(store, &conf())).await;
+    let status = reg
+        .get("mis-trap")
+        .unwrap()
+        .network(|net, store| net.call_status(store, &conf()))
+        .await;
     assert!(matches!(status, Ok(Ok(()))), "{status:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -91,10 +117,16 @@ async fn misbehaving_guests_fail_one_call_cleanly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restarts_reuse_the_compiled_artifact() {
     let dir = std::env::temp_dir().join(unique("wg-cache-"));
-    let first = registry(&dir).load(PluginSpec::new("b", plugin("bridge-ipam"))).await.unwrap();
+    let first = registry(&dir)
+        .load(PluginSpec::new("b", plugin("bridge-ipam")))
+        .await
+        .unwrap();
     assert!(!first.cached);
     let started = Instant::now();
-    let second = registry(&dir).load(PluginSpec::new("b", plugin("bridge-ipam"))).await.unwrap();
+    let second = registry(&dir)
+        .load(PluginSpec::new("b", plugin("bridge-ipam")))
+        .await
+        .unwrap();
     assert!(second.cached, "a restart recompiled the plugin");
     assert_eq!(first.sha256, second.sha256);
     eprintln!("cached load took {:?}", started.elapsed());
@@ -122,7 +154,10 @@ async fn a_broken_reload_keeps_the_old_version() {
 
     let now = reg.get("p").unwrap();
     assert_eq!(now.info().sha256, good.sha256);
-    let versions = now.network(|net, store| net.call_versions(store)).await.unwrap();
+    let versions = now
+        .network(|net, store| net.call_versions(store))
+        .await
+        .unwrap();
     assert!(versions.contains(&"1.1.0".to_string()));
 
     // A good version swaps in, and calls hold the version they started with.
@@ -132,9 +167,20 @@ async fn a_broken_reload_keeps_the_old_version() {
     assert_ne!(swapped.sha256, good.sha256);
     assert!(swapped.generation > good.generation);
     assert_eq!(held.info().sha256, good.sha256);
-    let old = held.network(|net, store| net.call_versions(store)).await.unwrap();
-    let new = reg.get("p").unwrap().network(|net, store| net.call_versions(store)).await.unwrap();
-    assert_ne!(old, new, "bridge-ipam and misbehave declare different versions");
+    let old = held
+        .network(|net, store| net.call_versions(store))
+        .await
+        .unwrap();
+    let new = reg
+        .get("p")
+        .unwrap()
+        .network(|net, store| net.call_versions(store))
+        .await
+        .unwrap();
+    assert_ne!(
+        old, new,
+        "bridge-ipam and misbehave declare different versions"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -11,7 +11,11 @@ fn wasmtime() -> PathBuf {
     let path = std::env::var_os("WASMTIME")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/tools/venv/bin/wasmtime"));
-    assert!(path.exists(), "no wasmtime CLI at {}: run scripts/setup", path.display());
+    assert!(
+        path.exists(),
+        "no wasmtime CLI at {}: run scripts/setup",
+        path.display()
+    );
     path
 }
 
@@ -26,14 +30,21 @@ fn invoke(extra: &[&str], call: &str) -> String {
         .arg(plugin("bridge-ipam"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "wasmtime failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "wasmtime failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]
 fn stock_cli_lists_versions() {
     let out = invoke(&[], "versions()");
-    assert!(out.contains("\"1.1.0\"") && out.contains("\"0.4.0\""), "{out}");
+    assert!(
+        out.contains("\"1.1.0\"") && out.contains("\"0.4.0\""),
+        "{out}"
+    );
 }
 
 #[test]
@@ -46,16 +57,28 @@ fn stock_cli_runs_add_with_in_memory_keyvalue() {
 
 #[test]
 fn stock_cli_serves_wasi_config() {
-    let out = invoke(&["-S", "config-var=bridge=cni0"], &format!("add({CONF}, {CALL})"));
-    assert!(out.contains("name: \"cni0\""), "wasi:config bridge not honoured: {out}");
+    let out = invoke(
+        &["-S", "config-var=bridge=cni0"],
+        &format!("add({CONF}, {CALL})"),
+    );
+    assert!(
+        out.contains("name: \"cni0\""),
+        "wasi:config bridge not honoured: {out}"
+    );
 }
 
 #[test]
 fn stock_cli_sees_plugin_errors_as_values() {
     // A second ADD for the same attachment is refused by the plugin itself (code 102).
     let out = invoke(
-        &["-S", "keyvalue-in-memory-data=demo/alloc/c1/eth0=10.240.0.2"],
+        &[
+            "-S",
+            "keyvalue-in-memory-data=demo/alloc/c1/eth0=10.240.0.2",
+        ],
         &format!("add({CONF}, {CALL})"),
     );
-    assert!(out.starts_with("err(") && out.contains("code: 102"), "{out}");
+    assert!(
+        out.starts_with("err(") && out.contains("code: 102"),
+        "{out}"
+    );
 }

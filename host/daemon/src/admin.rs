@@ -40,7 +40,9 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
                 Ok(Some(Ok(AdminRequest::Reload { name }))) => match registry.reload(&name).await {
                     Ok(info) => {
                         tracing::info!(plugin = %name, sha256 = %info.sha256, "reloaded on request");
-                        AdminResponse::Ok { plugins: vec![info] }
+                        AdminResponse::Ok {
+                            plugins: vec![info],
+                        }
                     }
                     Err(e) => {
                         tracing::error!(plugin = %name, "reload refused, old version keeps serving: {e}");

@@ -287,7 +287,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wg-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("wasmgate.toml");
-        std::fs::write(&file, "[plugins.bridge]\npath = \"p.wasm\"\ntimeout_ms = 50\n").unwrap();
+        std::fs::write(
+            &file,
+            "[plugins.bridge]\npath = \"p.wasm\"\ntimeout_ms = 50\n",
+        )
+        .unwrap();
         let cfg = Config::load(&file).unwrap();
         assert_eq!(cfg.plugins["bridge"].path, dir.join("p.wasm"));
         assert_eq!(cfg.plugins["bridge"].timeout_ms, 50);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmgate_cni::queue::DelQueue;
-use wasmgate_effects::{NetworkEffects, Netlink};
+use wasmgate_effects::{Netlink, NetworkEffects};
 use wasmgate_engine::{Registry, WasmEngine};
 
 use crate::cni::{CniService, PluginPolicy};
@@ -76,22 +76,32 @@ pub async fn run_with(
     for (name, p) in &cfg.plugins {
         let info = registry.load(cfg.plugin_spec(name, p)).await?;
         tracing::info!(plugin = %name, sha256 = %info.sha256, cached = info.cached, "loaded");
-        policies.insert(name.clone(), PluginPolicy { net: Config::net_policy(p) });
+        policies.insert(
+            name.clone(),
+            PluginPolicy {
+                net: Config::net_policy(p),
+            },
+        );
         if p.watch {
             watched.insert(p.path.clone(), name.clone());
         }
     }
     let records = Arc::new(Records::open(&cfg.state_dir.join("host.redb"))?);
-    let svc = Arc::new(CniService::new(
-        registry.clone(),
-        effects,
-        records,
-        policies,
-        cfg.cni.default_plugin.clone(),
-    )
-    .with_deferred_teardown(cfg.cni.deferred_teardown));
+    let svc = Arc::new(
+        CniService::new(
+            registry.clone(),
+            effects,
+            records,
+            policies,
+            cfg.cni.default_plugin.clone(),
+        )
+        .with_deferred_teardown(cfg.cni.deferred_teardown),
+    );
 
-    let finished = svc.finish_teardowns().await.map_err(|e| DaemonError::Startup(e.to_string()))?;
+    let finished = svc
+        .finish_teardowns()
+        .await
+        .map_err(|e| DaemonError::Startup(e.to_string()))?;
     if finished > 0 {
         tracing::info!(finished, "finished teardowns a previous run left");
     }
@@ -107,9 +117,10 @@ pub async fn run_with(
         let path = path.clone();
         move |source| DaemonError::Io { what, path, source }
     };
-    let cni_listener = socket::bind(&cfg.cni.socket, 0o660).map_err(io("bind cni socket", &cfg.cni.socket))?;
-    let admin_listener =
-        socket::bind(&cfg.admin.socket, 0o600).map_err(io("bind admin socket", &cfg.admin.socket))?;
+    let cni_listener =
+        socket::bind(&cfg.cni.socket, 0o660).map_err(io("bind cni socket", &cfg.cni.socket))?;
+    let admin_listener = socket::bind(&cfg.admin.socket, 0o600)
+        .map_err(io("bind admin socket", &cfg.admin.socket))?;
     let _watcher = if watched.is_empty() {
         None
     } else {

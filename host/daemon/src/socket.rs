@@ -13,10 +13,13 @@ const MAX_LINE: u64 = 16 << 20;
 
 /// Binds `path` with `mode`, replacing a stale socket but never a regular file.
 pub fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)?;
-        }
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
@@ -43,7 +46,10 @@ pub async fn read_json<T: DeserializeOwned>(
 ) -> std::io::Result<Option<Result<T, serde_json::Error>>> {
     use tokio::io::AsyncReadExt;
     let mut line = Vec::new();
-    let n = (&mut *stream).take(MAX_LINE).read_until(b'\n', &mut line).await?;
+    let n = (&mut *stream)
+        .take(MAX_LINE)
+        .read_until(b'\n', &mut line)
+        .await?;
     if n == 0 {
         return Ok(None);
     }

@@ -86,7 +86,10 @@ impl Records {
 
     pub fn remove(&self, key: &str) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(err)?;
-        txn.open_table(ATTACHMENTS).map_err(err)?.remove(key).map_err(err)?;
+        txn.open_table(ATTACHMENTS)
+            .map_err(err)?
+            .remove(key)
+            .map_err(err)?;
         txn.commit().map_err(err)
     }
 
@@ -95,7 +98,10 @@ impl Records {
     pub fn begin_teardown(&self, key: &str, rec: &Record) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(rec).map_err(err)?;
         let txn = self.db.begin_write().map_err(err)?;
-        txn.open_table(ATTACHMENTS).map_err(err)?.remove(key).map_err(err)?;
+        txn.open_table(ATTACHMENTS)
+            .map_err(err)?
+            .remove(key)
+            .map_err(err)?;
         txn.open_table(TEARDOWN)
             .map_err(err)?
             .insert(rec.attachment.veth.host_name.as_str(), bytes.as_slice())
@@ -105,7 +111,10 @@ impl Records {
 
     pub fn end_teardown(&self, host_name: &str) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(err)?;
-        txn.open_table(TEARDOWN).map_err(err)?.remove(host_name).map_err(err)?;
+        txn.open_table(TEARDOWN)
+            .map_err(err)?
+            .remove(host_name)
+            .map_err(err)?;
         txn.commit().map_err(err)
     }
 
@@ -156,9 +165,16 @@ mod tests {
             network: net.into(),
             container_id: cid.into(),
             plugin: "p".into(),
-            target: Target { netns: "/var/run/netns/x".into(), ifname: "eth0".into() },
+            target: Target {
+                netns: "/var/run/netns/x".into(),
+                ifname: "eth0".into(),
+            },
             attachment: Attachment {
-                veth: Veth { host_name: format!("wg{cid}"), mtu: None, host_addresses: vec![] },
+                veth: Veth {
+                    host_name: format!("wg{cid}"),
+                    mtu: None,
+                    host_addresses: vec![],
+                },
                 bridge: None,
                 container_addresses: vec!["10.0.0.2/24".into()],
                 container_routes: vec![],

@@ -19,16 +19,19 @@ pub fn spawn(
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if ev.kind.is_create() || ev.kind.is_modify() {
-                for p in ev.paths {
-                    let _ = tx.send(p);
-                }
+        if let Ok(ev) = ev
+            && (ev.kind.is_create() || ev.kind.is_modify())
+        {
+            for p in ev.paths {
+                let _ = tx.send(p);
             }
         }
     })?;
     // Watch directories, not files: an atomic replace (rename over the file) drops a file watch.
-    let mut dirs: Vec<PathBuf> = paths.keys().filter_map(|p| p.parent().map(PathBuf::from)).collect();
+    let mut dirs: Vec<PathBuf> = paths
+        .keys()
+        .filter_map(|p| p.parent().map(PathBuf::from))
+        .collect();
     dirs.sort();
     dirs.dedup();
     for d in &dirs {
@@ -53,8 +56,12 @@ pub fn spawn(
             names.dedup();
             for name in names {
                 match registry.reload(name).await {
-                    Ok(info) => tracing::info!(plugin = %name, sha256 = %info.sha256, "reloaded after file change"),
-                    Err(e) => tracing::error!(plugin = %name, "reload refused, old version keeps serving: {e}"),
+                    Ok(info) => {
+                        tracing::info!(plugin = %name, sha256 = %info.sha256, "reloaded after file change")
+                    }
+                    Err(e) => {
+                        tracing::error!(plugin = %name, "reload refused, old version keeps serving: {e}")
+                    }
                 }
             }
         }

@@ -422,7 +422,9 @@ fn detach_cuts_the_pod_off_without_destroying_anything() {
         Netlink.apply(&b.target(), &pb).unwrap();
     });
     let b_ip = format!("10.99.{octet}.3");
-    assert!(succeeds(&["netns", "exec", &a.name, "ping", "-c1", "-W2", &b_ip]));
+    assert!(succeeds(&[
+        "netns", "exec", &a.name, "ping", "-c1", "-W2", &b_ip
+    ]));
 
     in_netns(&node.path(), || {
         Netlink.detach(&b.target(), &pb).unwrap();
@@ -432,7 +434,9 @@ fn detach_cuts_the_pod_off_without_destroying_anything() {
     let link = run(&["-n", &node.name, "-j", "link", "show", "wgdb"]);
     assert!(!link.contains("\"UP\""), "{link}");
     assert!(succeeds(&["-n", &b.name, "link", "show", "eth0"]));
-    assert!(!succeeds(&["netns", "exec", &a.name, "ping", "-c1", "-W1", &b_ip]));
+    assert!(!succeeds(&[
+        "netns", "exec", &a.name, "ping", "-c1", "-W1", &b_ip
+    ]));
 
     in_netns(&node.path(), || {
         Netlink.remove(&b.target(), &pb).unwrap();

@@ -71,7 +71,12 @@ where
     R: Send + 'static,
 {
     // Waiting for a slot beats failing: the pool has a fixed number of them.
-    let _permit = ctx.permits.clone().acquire_owned().await.map_err(|_| CallError::Shutdown)?;
+    let _permit = ctx
+        .permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| CallError::Shutdown)?;
     let plugin = ctx.plugin.clone();
     let limits = ctx.limits;
     let handle = tokio::task::spawn_blocking(move || run_blocking(ctx, f));
@@ -117,17 +122,24 @@ where
     };
     let mut store = Store::new(&ctx.engine.engine, state);
     store.limiter(|s| &mut s.memory);
-    let ticks = ctx.limits.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1) as u64;
+    let ticks = ctx
+        .limits
+        .timeout
+        .as_micros()
+        .div_ceil(EPOCH_TICK.as_micros())
+        .max(1) as u64;
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
 
     let instance = match ctx.pre.instantiate(&mut store) {
         Ok(i) => i,
         Err(e) => {
-            return Err(classify(&ctx, &store, e).unwrap_or_else(|e| CallError::Instantiate {
-                plugin: ctx.plugin.clone(),
-                message: format!("{e:#}"),
-            }));
+            return Err(
+                classify(&ctx, &store, e).unwrap_or_else(|e| CallError::Instantiate {
+                    plugin: ctx.plugin.clone(),
+                    message: format!("{e:#}"),
+                }),
+            );
         }
     };
     let out = f(instance.wasmgate_plugin_network(), &mut store);

@@ -166,7 +166,8 @@ impl WasmEngine {
             tracing::warn!("cannot cache {}: {e}", path.display());
         }
         // Safety: `artifact` was produced by this engine a moment ago.
-        let component = unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(compile)?;
+        let component =
+            unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(compile)?;
         Ok((component, false))
     }
 
@@ -182,7 +183,9 @@ fn add_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use crate::bindings::keyvalue::{atomics, batch, store};
     use wasmtime::component::HasSelf;
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
-    wasmtime_wasi_config::add_to_linker(linker, |h| wasmtime_wasi_config::WasiConfig::from(&*h.config))?;
+    wasmtime_wasi_config::add_to_linker(linker, |h| {
+        wasmtime_wasi_config::WasiConfig::from(&*h.config)
+    })?;
     store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |h| h)?;
     atomics::add_to_linker::<HostState, HasSelf<HostState>>(linker, |h| h)?;
     batch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |h| h)?;
@@ -199,7 +202,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),

@@ -292,11 +292,16 @@ mod tests {
             .map(|_| {
                 let kv = kv.clone();
                 std::thread::spawn(move || {
-                    (0..25).map(|_| kv.increment("default", "c", 1).unwrap()).collect::<Vec<_>>()
+                    (0..25)
+                        .map(|_| kv.increment("default", "c", 1).unwrap())
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<u64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         all.sort();
         assert_eq!(all, (1..=200).collect::<Vec<_>>());
         std::fs::remove_dir_all(dir).unwrap();

@@ -10,12 +10,12 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use wasmtime::Store;
 
+use crate::EngineError;
 use crate::bindings::{NetworkGuest, NetworkPlugin, NetworkPluginPre};
 use crate::call::{self, CallContext, CallError, Limits};
 use crate::engine::{WasmEngine, sha256_hex};
 use crate::host::HostState;
 use crate::keyvalue::KvStore;
-use crate::EngineError;
 
 /// How a plugin is declared in the daemon's config.
 #[derive(Debug, Clone)]
@@ -151,7 +151,10 @@ impl Registry {
         let kv = self.store_for(&spec.name)?;
         let engine = self.engine.clone();
         let cache_dir = self.state_dir.join("cache");
-        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let permits = self.permits.clone();
         // Compiling takes a core for a while: keep it off the async workers serving calls.
         let loaded = tokio::task::spawn_blocking(move || {
@@ -232,7 +235,12 @@ fn build(
     // needs something we don't grant fails here, before it could replace a working version.
     let pre = engine.linker.instantiate_pre(&component).map_err(link)?;
     let pre = NetworkPluginPre::new(pre).map_err(link)?;
-    let config = Arc::new(spec.config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
+    let config = Arc::new(
+        spec.config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+    );
     let loaded_at = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)

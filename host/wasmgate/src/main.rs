@@ -5,7 +5,11 @@ mod commands;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "wasmgate", version, about = "Sandboxed Wasm plugins for a node's CNI, CSI and CRI")]
+#[command(
+    name = "wasmgate",
+    version,
+    about = "Sandboxed Wasm plugins for a node's CNI, CSI and CRI"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

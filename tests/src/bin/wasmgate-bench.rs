@@ -560,7 +560,12 @@ enum Side {
 }
 
 impl Side {
-    const ALL: [Side; 4] = [Side::Wasmgate, Side::WasmgateSync, Side::Debian, Side::Effects];
+    const ALL: [Side; 4] = [
+        Side::Wasmgate,
+        Side::WasmgateSync,
+        Side::Debian,
+        Side::Effects,
+    ];
 
     fn tag(self) -> &'static str {
         match self {
@@ -714,7 +719,12 @@ impl Inner {
         }
         let [ours, ours_sync, theirs, kernel] = trips;
         let total = |t: &[Trip]| Stats::of(&t.iter().map(Trip::total).collect::<Vec<_>>());
-        let (w, ws, d, k) = (total(&ours), total(&ours_sync), total(&theirs), total(&kernel));
+        let (w, ws, d, k) = (
+            total(&ours),
+            total(&ours_sync),
+            total(&theirs),
+            total(&kernel),
+        );
         println!(
             "{} rounds per side after {} warmups, order rotated each round; {verified} round trips verified \
              (result IP present on the pod's interface after ADD, interface gone after DEL)",
@@ -958,7 +968,10 @@ fn round_trip(
     ok(side, "DEL", cid, &deleted)?;
     if verify {
         // wasmgate answers DEL once the pod is cut off; the veth goes right behind the reply.
-        ensure!(pod.gone("eth0"), "{side:?} DEL of {cid} left eth0 in the pod");
+        ensure!(
+            pod.gone("eth0"),
+            "{side:?} DEL of {cid} left eth0 in the pod"
+        );
     }
     drop(pod);
     Ok(Trip {

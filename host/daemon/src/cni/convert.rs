@@ -16,7 +16,11 @@ fn json_text(v: &Option<serde_json::Value>) -> Option<String> {
 
 pub fn net_conf(conf: &NetConf) -> Result<wit::NetConf, CniError> {
     let prev_result = match &conf.prev_result {
-        Some(v) => Some(CniResult::from_json(v)?.to_json(PLUGIN_RESULT_VERSION).to_string()),
+        Some(v) => Some(
+            CniResult::from_json(v)?
+                .to_json(PLUGIN_RESULT_VERSION)
+                .to_string(),
+        ),
         None => None,
     };
     Ok(wit::NetConf {

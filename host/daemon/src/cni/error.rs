@@ -31,9 +31,11 @@ impl From<ServiceError> for CniError {
         let msg = e.to_string();
         match e {
             ServiceError::Cni(c) => c,
-            ServiceError::Call(CallError::Timeout { .. }) => {
-                CniError::new(code::TRY_AGAIN, msg, "the plugin ran past its deadline; retry")
-            }
+            ServiceError::Call(CallError::Timeout { .. }) => CniError::new(
+                code::TRY_AGAIN,
+                msg,
+                "the plugin ran past its deadline; retry",
+            ),
             ServiceError::Call(CallError::Shutdown) => CniError::new(code::TRY_AGAIN, msg, ""),
             ServiceError::Call(CallError::Trap { detail, .. }) => {
                 CniError::new(code::PLUGIN_TRAP, msg, detail)
@@ -42,17 +44,22 @@ impl From<ServiceError> for CniError {
             | ServiceError::Call(CallError::Instantiate { .. }) => {
                 CniError::new(code::PLUGIN_TRAP, msg, "")
             }
-            ServiceError::UnknownPlugin(_) | ServiceError::Engine(EngineError::UnknownPlugin(_)) => {
-                CniError::new(code::INVALID_CONFIG, msg, "name a plugin declared in the daemon config")
-            }
+            ServiceError::UnknownPlugin(_)
+            | ServiceError::Engine(EngineError::UnknownPlugin(_)) => CniError::new(
+                code::INVALID_CONFIG,
+                msg,
+                "name a plugin declared in the daemon config",
+            ),
             ServiceError::Engine(_) => CniError::new(code::NOT_AVAILABLE, msg, ""),
             ServiceError::Effect(EffectError::Denied(_)) => CniError::new(PLAN_DENIED, msg, ""),
             ServiceError::Effect(
                 EffectError::HostInterfaceExists(_) | EffectError::ContainerInterfaceExists(_),
             ) => CniError::new(code::ALREADY_EXISTS, msg, ""),
-            ServiceError::Effect(EffectError::Netns { .. }) => {
-                CniError::new(code::INVALID_ENV, msg, "CNI_NETNS must name an existing network namespace")
-            }
+            ServiceError::Effect(EffectError::Netns { .. }) => CniError::new(
+                code::INVALID_ENV,
+                msg,
+                "CNI_NETNS must name an existing network namespace",
+            ),
             ServiceError::Effect(_) => CniError::new(EFFECT_FAILED, msg, ""),
             ServiceError::State(_) => CniError::new(code::IO, msg, ""),
         }

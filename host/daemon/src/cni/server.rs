@@ -10,6 +10,9 @@ use wasmgate_cni::wire::{Request, Response};
 use super::CniService;
 use crate::socket::{read_json, write_json};
 
+/// The shim writes its whole request at once; anything slower is not a shim.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn serve(listener: UnixListener, svc: Arc<CniService>) {
     loop {
         let stream = match listener.accept().await {
@@ -23,7 +26,16 @@ pub async fn serve(listener: UnixListener, svc: Arc<CniService>) {
         let svc = svc.clone();
         tokio::spawn(async move {
             let mut stream = BufReader::new(stream);
-            let response = match read_json::<Request>(&mut stream).await {
+            // A peer that connects and never sends must not hold a task forever.
+            let request =
+                match tokio::time::timeout(READ_TIMEOUT, read_json::<Request>(&mut stream)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!("cni client sent no request within {READ_TIMEOUT:?}");
+                        return;
+                    }
+                };
+            let response = match request {
                 Ok(Some(Ok(req))) => svc.handle(req).await,
                 Ok(Some(Err(e))) => Response::Err {
                     error: CniError::new(code::DECODE, format!("decode request: {e}"), ""),

@@ -84,9 +84,14 @@ impl CniService {
                 ifname: rec.target.ifname.clone(),
             };
             // One stubborn interface must not keep the daemon from starting; it stays listed.
-            match self.effect(move |fx| fx.remove(&target, &rec.attachment)).await {
+            match self
+                .effect(move |fx| fx.remove(&target, &rec.attachment))
+                .await
+            {
                 Ok(()) => self.records.end_teardown(&host)?,
-                Err(e) => tracing::error!(host_veth = %host, "unfinished teardown failed again: {e}"),
+                Err(e) => {
+                    tracing::error!(host_veth = %host, "unfinished teardown failed again: {e}")
+                }
             }
         }
         Ok(n)
@@ -118,17 +123,26 @@ impl CniService {
         let inv = req.invocation;
         if inv.command == Command::Version {
             let conf: serde_json::Value = serde_json::from_str(&req.config).unwrap_or_default();
-            let v = conf.get("cniVersion").and_then(|v| v.as_str()).unwrap_or("");
+            let v = conf
+                .get("cniVersion")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
             return Ok(wasmgate_cni::version::version_result(v));
         }
         let conf = wasmgate_cni::conf::parse(req.config.as_bytes(), inv.command)?;
-        let name = conf.plugin.clone().unwrap_or_else(|| self.default_plugin.clone());
+        let name = conf
+            .plugin
+            .clone()
+            .unwrap_or_else(|| self.default_plugin.clone());
         let policy = self
             .policies
             .get(&name)
             .cloned()
             .ok_or_else(|| ServiceError::UnknownPlugin(name.clone()))?;
-        let plugin = self.registry.get(&name).map_err(|_| ServiceError::UnknownPlugin(name))?;
+        let plugin = self
+            .registry
+            .get(&name)
+            .map_err(|_| ServiceError::UnknownPlugin(name))?;
         let wit_conf = convert::net_conf(&conf)?;
         let call = Call {
             inv,
@@ -150,7 +164,11 @@ impl CniService {
     /// Runs one export in a fresh instance, after checking the plugin speaks the call's cniVersion.
     async fn call<R, F>(&self, call: &Call, f: F) -> Result<R, ServiceError>
     where
-        F: FnOnce(&NetworkGuest, &mut wasmgate_engine::wasmtime::Store<HostState>, &wit::NetConf) -> Wasm<R>
+        F: FnOnce(
+                &NetworkGuest,
+                &mut wasmgate_engine::wasmtime::Store<HostState>,
+                &wit::NetConf,
+            ) -> Wasm<R>
             + Send
             + 'static,
         R: Send + 'static,
@@ -192,7 +210,11 @@ impl CniService {
         let effects = self.effects.clone();
         tokio::task::spawn_blocking(move || f(effects.as_ref()))
             .await
-            .map_err(|e| ServiceError::Effect(wasmgate_effects::EffectError::Netlink(format!("effect task failed: {e}"))))?
+            .map_err(|e| {
+                ServiceError::Effect(wasmgate_effects::EffectError::Netlink(format!(
+                    "effect task failed: {e}"
+                )))
+            })?
             .map_err(ServiceError::from)
     }
 
@@ -203,13 +225,17 @@ impl CniService {
         }
         let inv = convert::invocation(&call.inv);
         let outcome = self
-            .call(&call, move |net, store, conf| net.call_add(store, conf, &inv))
+            .call(&call, move |net, store, conf| {
+                net.call_add(store, conf, &inv)
+            })
             .await?;
         let mut result = convert::result(outcome.result, &call.conf.cni_version);
         if let Some(att) = outcome.attachment {
             let plan = convert::attachment(att);
             let target = Self::target(&call);
-            self.teardowns.wait_clear(&plan.veth.host_name, &target.netns).await;
+            self.teardowns
+                .wait_clear(&plan.veth.host_name, &target.netns)
+                .await;
             let applied = match self.build(&call, &key, &target, &plan).await {
                 Ok(applied) => applied,
                 Err(e) => {
@@ -263,7 +289,12 @@ impl CniService {
     /// Gives back what the plugin allocated for an ADD the host could not complete.
     async fn undo_plugin_add(&self, call: &Call) {
         let inv = convert::invocation(&call.inv);
-        if let Err(e) = self.call(call, move |net, store, conf| net.call_del(store, conf, &inv)).await {
+        if let Err(e) = self
+            .call(call, move |net, store, conf| {
+                net.call_del(store, conf, &inv)
+            })
+            .await
+        {
             tracing::error!(container = %call.inv.container_id, "plugin DEL after a failed ADD: {e}");
         }
     }
@@ -286,9 +317,14 @@ impl CniService {
             }
         }
         let inv = convert::invocation(&call.inv);
-        self.call(&call, move |net, store, conf| net.call_del(store, conf, &inv)).await?;
+        self.call(&call, move |net, store, conf| {
+            net.call_del(store, conf, &inv)
+        })
+        .await?;
         match (rec, target) {
-            (Some(rec), Some(target)) if self.deferred_teardown => self.tear_down(&key, rec, target)?,
+            (Some(rec), Some(target)) if self.deferred_teardown => {
+                self.tear_down(&key, rec, target)?
+            }
             _ => self.records.remove(&key)?,
         }
         Ok(String::new())
@@ -299,8 +335,11 @@ impl CniService {
         self.records.begin_teardown(key, &rec)?;
         let host = rec.attachment.veth.host_name.clone();
         self.teardowns.start(&host, &target.netns);
-        let (effects, records, teardowns) =
-            (self.effects.clone(), self.records.clone(), self.teardowns.clone());
+        let (effects, records, teardowns) = (
+            self.effects.clone(),
+            self.records.clone(),
+            self.teardowns.clone(),
+        );
         tokio::spawn(async move {
             let plan = rec.attachment;
             let done = tokio::task::spawn_blocking(move || effects.remove(&target, &plan)).await;
@@ -321,13 +360,20 @@ impl CniService {
 
     async fn check(&self, call: Call) -> Result<String, ServiceError> {
         if call.conf.prev_result.is_none() {
-            return Err(CniError::new(code::INVALID_CONFIG, "prevResult is required for CHECK", "").into());
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "prevResult is required for CHECK",
+                "",
+            )
+            .into());
         }
         let key = Self::key(&call);
         let rec = self.records.get(&key)?;
         let inv = convert::invocation(&call.inv);
         let planned = self
-            .call(&call, move |net, store, conf| net.call_check(store, conf, &inv))
+            .call(&call, move |net, store, conf| {
+                net.call_check(store, conf, &inv)
+            })
             .await?;
         let Some(planned) = planned else {
             return Ok(String::new());
@@ -336,7 +382,10 @@ impl CniService {
         let Some(rec) = rec else {
             return Err(CniError::new(
                 code::UNKNOWN_CONTAINER,
-                format!("no attachment {}/{} in network {}", call.inv.container_id, call.inv.ifname, call.conf.name),
+                format!(
+                    "no attachment {}/{} in network {}",
+                    call.inv.container_id, call.inv.ifname, call.conf.name
+                ),
                 "",
             )
             .into());
@@ -356,7 +405,8 @@ impl CniService {
     }
 
     async fn status(&self, call: Call) -> Result<String, ServiceError> {
-        self.call(&call, |net, store, conf| net.call_status(store, conf)).await?;
+        self.call(&call, |net, store, conf| net.call_status(store, conf))
+            .await?;
         Ok(String::new())
     }
 
@@ -367,7 +417,10 @@ impl CniService {
             return Ok(String::new());
         };
         let refs: Vec<_> = valid.iter().map(convert::attachment_ref).collect();
-        self.call(&call, move |net, store, conf| net.call_gc(store, conf, &refs)).await?;
+        self.call(&call, move |net, store, conf| {
+            net.call_gc(store, conf, &refs)
+        })
+        .await?;
         for rec in self.records.network(&call.conf.name)? {
             let keep = valid
                 .iter()
@@ -382,8 +435,11 @@ impl CniService {
             };
             let plan = rec.attachment.clone();
             self.effect(move |fx| fx.remove(&target, &plan)).await?;
-            self.records
-                .remove(&Record::key(&rec.network, &rec.container_id, &rec.target.ifname))?;
+            self.records.remove(&Record::key(
+                &rec.network,
+                &rec.container_id,
+                &rec.target.ifname,
+            ))?;
         }
         Ok(String::new())
     }

@@ -58,9 +58,12 @@ mod tests {
         let t = Arc::new(Teardowns::default());
         t.start("wg1", "/var/run/netns/a");
         // Unrelated names pass straight through.
-        tokio::time::timeout(Duration::from_secs(1), t.wait_clear("wg2", "/var/run/netns/b"))
-            .await
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            t.wait_clear("wg2", "/var/run/netns/b"),
+        )
+        .await
+        .unwrap();
         let waiter = {
             let t = t.clone();
             tokio::spawn(async move { t.wait_clear("wg9", "/var/run/netns/a").await })
@@ -68,6 +71,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "same netns must wait");
         t.finish("wg1");
-        tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -33,7 +33,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&plugins)?);
         return Ok(());
     }
-    println!("{:<16} {:<14} {:<5} {:<22} {:<49} PATH", "NAME", "SHA256", "GEN", "LOADED", "WORLD");
+    println!(
+        "{:<16} {:<14} {:<5} {:<22} {:<49} PATH",
+        "NAME", "SHA256", "GEN", "LOADED", "WORLD"
+    );
     for p in plugins {
         println!(
             "{:<16} {:<14} {:<5} {:<22} {:<49} {}",
@@ -61,7 +64,12 @@ fn utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

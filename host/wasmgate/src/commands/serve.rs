@@ -22,7 +22,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(async {
         let shutdown = async {
             use tokio::signal::unix::{SignalKind, signal};
-            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
                 }
@@ -30,6 +33,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             tracing::info!("shutting down");
         };
-        wasmgate_daemon::run(cfg, shutdown).await.context("wasmgate serve")
+        wasmgate_daemon::run(cfg, shutdown)
+            .await
+            .context("wasmgate serve")
     })
 }

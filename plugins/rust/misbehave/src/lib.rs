@@ -17,7 +17,10 @@ use wasmgate::plugin::cni_types::{
 struct Plugin;
 
 fn mode() -> String {
-    wasi::config::store::get("mode").ok().flatten().unwrap_or_default()
+    wasi::config::store::get("mode")
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 impl Guest for Plugin {
@@ -48,7 +51,12 @@ impl Guest for Plugin {
                     interfaces: vec![],
                     ips: vec![],
                     routes: vec![],
-                    dns: Some(Dns { nameservers: vec![], domain: Some(conf.raw), search: vec![], options: vec![] }),
+                    dns: Some(Dns {
+                        nameservers: vec![],
+                        domain: Some(conf.raw),
+                        search: vec![],
+                        options: vec![],
+                    }),
                 },
                 attachment: None,
             }),
@@ -84,7 +92,12 @@ impl Guest for Plugin {
                 })
             }
             _ => Ok(AddOutcome {
-                result: CniResult { interfaces: vec![], ips: vec![], routes: vec![], dns: None },
+                result: CniResult {
+                    interfaces: vec![],
+                    ips: vec![],
+                    routes: vec![],
+                    dns: None,
+                },
                 attachment: None,
             }),
         }
