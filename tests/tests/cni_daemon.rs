@@ -53,3 +53,76 @@ fn pooling_refused_falls_back_and_still_serves() {
         assert!(pod.addrs("eth0").contains(&format!("{}/24", out.ip())));
     }
 }
+
+#[test]
+fn every_call_is_traced_once() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let d = Daemon::start(vec![PluginEntry::new("bridge", plugin("bridge-ipam"))]);
+    let mut follower = Command::new(wasmgate_tests::bin("wasmgate"))
+        .args(["trace", "--json", "--admin"])
+        .arg(d.admin_socket())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read on a thread, so a missing line fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a trace line within 10 s");
+        serde_json::from_str(&line).unwrap()
+    };
+    assert_eq!(next(), json!({"kind": "subscribed"}));
+
+    let pod = Netns::new("wgp");
+    let conf = d.net_conf("1.1.0", json!({}));
+    cni("ADD", "traced", &pod.path(), "eth0", &conf).ok();
+    let again = cni("ADD", "traced", &pod.path(), "eth0", &conf);
+    assert_eq!(again.code(), 102);
+
+    let sha = d.plugin_cmd(&["list"]).unwrap()[0]["sha256"].clone();
+    let first = next();
+    assert_eq!(first["kind"], "call");
+    assert_eq!(
+        (&first["interface"], &first["method"], &first["ok"]),
+        (&json!("cni"), &json!("ADD"), &json!(true))
+    );
+    assert_eq!(first["plugin"], "bridge");
+    assert_eq!(first["plugin_sha256"], sha);
+    assert_eq!(first["network"], "my-cni-demo");
+    assert_eq!(first["container_id"], "traced");
+    assert!(first["elapsed_us"].as_u64().unwrap() > 0);
+    let second = next();
+    assert_eq!(
+        (&second["ok"], &second["code"]),
+        (&json!(false), &json!(102))
+    );
+    assert!(
+        second["msg"].as_str().unwrap().contains("already exists"),
+        "{second}"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    let stats = Command::new(wasmgate_tests::bin("wasmgate"))
+        .args(["trace", "--stats", "--json", "--admin"])
+        .arg(d.admin_socket())
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["cni.ADD"]["ok"], 1, "{stats}");
+    assert_eq!(stats["cni.ADD"]["errors"], 1, "{stats}");
+}

@@ -1,39 +1,59 @@
-//! The admin socket: list plugins and reload one. Also the client the CLI uses.
+//! The admin socket: list plugins, reload one, read the call counters, follow the call trace.
+//! Also the client the CLI uses.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use std::os::unix::net::UnixStream;
 use tokio::io::BufReader;
 use tokio::net::UnixListener;
 use wasmgate_engine::{PluginInfo, Registry};
 
 use crate::socket::{read_json, write_json};
+use crate::trace::{MethodStats, Trace, TraceLine};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum AdminRequest {
     List,
-    Reload { name: String },
+    Reload {
+        name: String,
+    },
+    Stats,
+    /// Keeps the connection open and streams [`TraceLine`]s.
+    Trace,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum AdminResponse {
-    Ok { plugins: Vec<PluginInfo> },
-    Error { message: String },
+    Ok {
+        plugins: Vec<PluginInfo>,
+    },
+    Stats {
+        calls: BTreeMap<String, MethodStats>,
+    },
+    Error {
+        message: String,
+    },
 }
 
-pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
+pub async fn serve(listener: UnixListener, registry: Arc<Registry>, trace: Arc<Trace>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let registry = registry.clone();
+        let (registry, trace) = (registry.clone(), trace.clone());
         tokio::spawn(async move {
             let mut stream = BufReader::new(stream);
             let resp = match read_json::<AdminRequest>(&mut stream).await {
+                Ok(Some(Ok(AdminRequest::Trace))) => return follow(stream, &trace).await,
+                Ok(Some(Ok(AdminRequest::Stats))) => AdminResponse::Stats {
+                    calls: trace.stats(),
+                },
                 Ok(Some(Ok(AdminRequest::List))) => AdminResponse::Ok {
                     plugins: registry.list(),
                 },
@@ -61,6 +81,28 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
     }
 }
 
+/// Streams trace lines until the follower hangs up.
+async fn follow(mut stream: BufReader<tokio::net::UnixStream>, trace: &Trace) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = trace.subscribe();
+    if write_json(&mut stream, &TraceLine::Subscribed)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        let line = match rx.recv().await {
+            Ok(call) => TraceLine::Call(Box::new(call)),
+            Err(RecvError::Lagged(count)) => TraceLine::Dropped { count },
+            Err(RecvError::Closed) => return,
+        };
+        if write_json(&mut stream, &line).await.is_err() {
+            return;
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("connect to admin socket {path}: {source}")]
@@ -76,20 +118,55 @@ pub enum ClientError {
     Refused(String),
 }
 
-/// One request to a running daemon.
-pub fn request(socket: &Path, req: &AdminRequest) -> Result<Vec<PluginInfo>, ClientError> {
-    let mut stream =
-        std::os::unix::net::UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-            path: socket.display().to_string(),
-            source,
-        })?;
+fn connect(
+    socket: &Path,
+    req: &AdminRequest,
+) -> Result<std::io::BufReader<UnixStream>, ClientError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;
+    Ok(std::io::BufReader::new(stream))
+}
+
+fn reply(socket: &Path, req: &AdminRequest) -> Result<AdminResponse, ClientError> {
     let mut reply = String::new();
-    std::io::BufReader::new(stream).read_line(&mut reply)?;
+    connect(socket, req)?.read_line(&mut reply)?;
     match serde_json::from_str(&reply)? {
-        AdminResponse::Ok { plugins } => Ok(plugins),
         AdminResponse::Error { message } => Err(ClientError::Refused(message)),
+        ok => Ok(ok),
     }
+}
+
+/// One plugin request (`list` or `reload`) to a running daemon.
+pub fn request(socket: &Path, req: &AdminRequest) -> Result<Vec<PluginInfo>, ClientError> {
+    match reply(socket, req)? {
+        AdminResponse::Ok { plugins } => Ok(plugins),
+        other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// Call counters per `interface.method`.
+pub fn stats(socket: &Path) -> Result<BTreeMap<String, MethodStats>, ClientError> {
+    match reply(socket, &AdminRequest::Stats)? {
+        AdminResponse::Stats { calls } => Ok(calls),
+        other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// Follows the trace: `each` gets every line until it returns false or the daemon goes away.
+pub fn follow_trace(
+    socket: &Path,
+    mut each: impl FnMut(TraceLine) -> bool,
+) -> Result<(), ClientError> {
+    let mut lines = connect(socket, &AdminRequest::Trace)?.lines();
+    while let Some(line) = lines.next().transpose()? {
+        if !each(serde_json::from_str(&line)?) {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod cni;
 pub mod config;
 mod socket;
 pub mod state;
+pub mod trace;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -87,6 +88,7 @@ pub async fn run_with(
         }
     }
     let records = Arc::new(Records::open(&cfg.state_dir.join("host.redb"))?);
+    let trace = Arc::new(trace::Trace::default());
     let svc = Arc::new(
         CniService::new(
             registry.clone(),
@@ -95,7 +97,8 @@ pub async fn run_with(
             policies,
             cfg.cni.default_plugin.clone(),
         )
-        .with_deferred_teardown(cfg.cni.deferred_teardown),
+        .with_deferred_teardown(cfg.cni.deferred_teardown)
+        .with_trace(trace.clone()),
     );
 
     let finished = svc
@@ -136,7 +139,7 @@ pub async fn run_with(
         }
     });
     let cni_task = tokio::spawn(cni::server::serve(cni_listener, svc));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, registry));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, registry, trace));
     tracing::info!(cni = %cfg.cni.socket.display(), admin = %cfg.admin.socket.display(), "serving");
 
     shutdown.await;

@@ -21,6 +21,8 @@ enum Command {
     Serve(commands::serve::Args),
     /// Inspect and reload the plugins of a running daemon.
     Plugin(commands::plugin::Args),
+    /// Follow every call a running daemon handles, or print its call counters.
+    Trace(commands::trace::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +36,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => commands::serve::run(args),
         Command::Plugin(args) => commands::plugin::run(args),
+        Command::Trace(args) => commands::trace::run(args),
     }
 }

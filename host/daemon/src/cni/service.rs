@@ -19,6 +19,7 @@ use super::convert;
 use super::error::ServiceError;
 use super::teardown::Teardowns;
 use crate::state::{Record, Records};
+use crate::trace::{CallRecord, Trace, now_ms};
 
 /// What the host allows one plugin to do.
 #[derive(Debug, Clone)]
@@ -34,6 +35,15 @@ pub struct CniService {
     default_plugin: String,
     deferred_teardown: bool,
     teardowns: Arc<Teardowns>,
+    trace: Arc<Trace>,
+}
+
+/// What routing learnt about a call, for its trace record.
+#[derive(Default)]
+struct Seen {
+    plugin: Option<String>,
+    plugin_sha256: Option<String>,
+    network: Option<String>,
 }
 
 /// A validated call, ready to route.
@@ -63,7 +73,14 @@ impl CniService {
             default_plugin,
             deferred_teardown: false,
             teardowns: Arc::new(Teardowns::default()),
+            trace: Arc::new(Trace::default()),
         }
+    }
+
+    /// Records every call into `trace` (the daemon shares one with its admin socket).
+    pub fn with_trace(mut self, trace: Arc<Trace>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// Answer DEL once the pod is cut off and let the kernel destroy the veth behind the reply
@@ -98,25 +115,43 @@ impl CniService {
     }
 
     pub async fn handle(&self, req: Request) -> Response {
-        let started = Instant::now();
+        let (at_ms, started) = (now_ms(), Instant::now());
         let command = req.invocation.command;
         let cid = req.invocation.container_id.clone();
-        let out = self.dispatch(req).await;
+        let ifname = req.invocation.ifname.clone();
+        let mut seen = Seen::default();
+        let out = self.dispatch(req, &mut seen).await;
         let elapsed = started.elapsed();
-        match out {
+        let (response, code, msg) = match out {
             Ok(stdout) => {
                 tracing::info!(%command, container = %cid, ?elapsed, "cni ok");
-                Response::Ok { stdout }
+                (Response::Ok { stdout }, None, None)
             }
             Err(e) => {
                 let error = CniError::from(e);
                 tracing::warn!(%command, container = %cid, ?elapsed, code = error.code, msg = %error.msg, "cni error");
-                Response::Err { error }
+                let (code, msg) = (Some(error.code), Some(error.msg.clone()));
+                (Response::Err { error }, code, msg)
             }
-        }
+        };
+        self.trace.record(CallRecord {
+            at_ms,
+            interface: "cni".into(),
+            method: command.to_string(),
+            plugin: seen.plugin,
+            plugin_sha256: seen.plugin_sha256,
+            network: seen.network,
+            container_id: cid,
+            ifname,
+            ok: code.is_none(),
+            code,
+            msg,
+            elapsed_us: elapsed.as_micros() as u64,
+        });
+        response
     }
 
-    async fn dispatch(&self, req: Request) -> Result<String, ServiceError> {
+    async fn dispatch(&self, req: Request, seen: &mut Seen) -> Result<String, ServiceError> {
         // The shim already checked all this, but the socket is reachable by anything with access
         // to it, so the daemon checks again.
         req.invocation.validate()?;
@@ -130,10 +165,12 @@ impl CniService {
             return Ok(wasmgate_cni::version::version_result(v));
         }
         let conf = wasmgate_cni::conf::parse(req.config.as_bytes(), inv.command)?;
+        seen.network = Some(conf.name.clone());
         let name = conf
             .plugin
             .clone()
             .unwrap_or_else(|| self.default_plugin.clone());
+        seen.plugin = Some(name.clone());
         let policy = self
             .policies
             .get(&name)
@@ -143,6 +180,7 @@ impl CniService {
             .registry
             .get(&name)
             .map_err(|_| ServiceError::UnknownPlugin(name))?;
+        seen.plugin_sha256 = Some(plugin.info().sha256.clone());
         let wit_conf = convert::net_conf(&conf)?;
         let call = Call {
             inv,

@@ -1,0 +1,153 @@
+//! Every call is recorded once: which interface and method, which plugin version, for whom, how
+//! it ended and how long it took. Records go to `tracing`, to per-method counters, and to anyone
+//! following the admin socket's trace stream (`wasmgate trace`). A slow follower loses records,
+//! and is told how many; it never slows a call down.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// Records buffered per follower before it starts losing them.
+const FOLLOWER_BUFFER: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Milliseconds since the Unix epoch, when the call arrived.
+    pub at_ms: u64,
+    /// `cni` today; `csi` and `cri` later.
+    pub interface: String,
+    pub method: String,
+    pub plugin: Option<String>,
+    pub plugin_sha256: Option<String>,
+    pub network: Option<String>,
+    pub container_id: String,
+    pub ifname: String,
+    pub ok: bool,
+    pub code: Option<u32>,
+    pub msg: Option<String>,
+    pub elapsed_us: u64,
+}
+
+/// One line of the trace stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TraceLine {
+    /// First line: the follower is subscribed, every later call will appear.
+    Subscribed,
+    Call(Box<CallRecord>),
+    /// The follower was too slow and this many records were lost.
+    Dropped {
+        count: u64,
+    },
+}
+
+/// Counters for one `interface.method`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MethodStats {
+    pub ok: u64,
+    pub errors: u64,
+    pub total_us: u64,
+}
+
+pub struct Trace {
+    tx: broadcast::Sender<CallRecord>,
+    stats: Mutex<BTreeMap<String, MethodStats>>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(FOLLOWER_BUFFER).0,
+            stats: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Trace {
+    pub fn record(&self, rec: CallRecord) {
+        {
+            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            let s = stats
+                .entry(format!("{}.{}", rec.interface, rec.method))
+                .or_default();
+            if rec.ok {
+                s.ok += 1;
+            } else {
+                s.errors += 1;
+            }
+            s.total_us += rec.elapsed_us;
+        }
+        // No followers is the normal case, not an error.
+        let _ = self.tx.send(rec);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<CallRecord> {
+        self.tx.subscribe()
+    }
+
+    pub fn stats(&self) -> BTreeMap<String, MethodStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(method: &str, ok: bool) -> CallRecord {
+        CallRecord {
+            at_ms: 1,
+            interface: "cni".into(),
+            method: method.into(),
+            plugin: None,
+            plugin_sha256: None,
+            network: None,
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+            ok,
+            code: (!ok).then_some(7),
+            msg: None,
+            elapsed_us: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn followers_see_calls_and_counters_add_up() {
+        let t = Trace::default();
+        t.record(rec("ADD", true)); // before anyone follows: counted, not streamed
+        let mut rx = t.subscribe();
+        t.record(rec("ADD", false));
+        t.record(rec("DEL", true));
+        assert_eq!(rx.recv().await.unwrap(), rec("ADD", false));
+        assert_eq!(rx.recv().await.unwrap(), rec("DEL", true));
+        let stats = t.stats();
+        assert_eq!(
+            stats["cni.ADD"],
+            MethodStats {
+                ok: 1,
+                errors: 1,
+                total_us: 20
+            }
+        );
+        assert_eq!(stats["cni.DEL"].ok, 1);
+    }
+
+    #[test]
+    fn lines_are_tagged() {
+        let line = serde_json::to_string(&TraceLine::Dropped { count: 3 }).unwrap();
+        assert_eq!(line, r#"{"kind":"dropped","count":3}"#);
+        let back: TraceLine = serde_json::from_str(r#"{"kind":"subscribed"}"#).unwrap();
+        assert_eq!(back, TraceLine::Subscribed);
+    }
+}

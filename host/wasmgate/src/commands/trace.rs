@@ -1,0 +1,80 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use wasmgate_daemon::admin::{follow_trace, stats};
+use wasmgate_daemon::trace::TraceLine;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The daemon's admin socket.
+    #[arg(long, default_value = "/run/wasmgate/admin.sock")]
+    admin: PathBuf,
+    /// Print each line as JSON (the first is `{"kind":"subscribed"}`).
+    #[arg(long)]
+    json: bool,
+    /// Print the call counters once instead of following the trace.
+    #[arg(long)]
+    stats: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.stats {
+        let calls = stats(&args.admin).context("wasmgate trace --stats")?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&calls)?);
+            return Ok(());
+        }
+        println!(
+            "{:<16} {:>8} {:>8} {:>12}",
+            "CALL", "OK", "ERRORS", "MEAN µs"
+        );
+        for (name, s) in calls {
+            let n = (s.ok + s.errors).max(1);
+            println!(
+                "{name:<16} {:>8} {:>8} {:>12}",
+                s.ok,
+                s.errors,
+                s.total_us / n
+            );
+        }
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    follow_trace(&args.admin, |line| {
+        use std::io::Write;
+        let text = if args.json {
+            serde_json::to_string(&line).unwrap_or_default()
+        } else {
+            match line {
+                TraceLine::Subscribed => return true,
+                TraceLine::Dropped { count } => {
+                    format!("... {count} calls not shown (reader too slow)")
+                }
+                TraceLine::Call(c) => format!(
+                    "{} {}.{} {} {}/{} plugin={}@{} {} {}µs{}",
+                    c.at_ms,
+                    c.interface,
+                    c.method,
+                    c.network.as_deref().unwrap_or("-"),
+                    c.container_id,
+                    c.ifname,
+                    c.plugin.as_deref().unwrap_or("-"),
+                    c.plugin_sha256
+                        .as_deref()
+                        .map(|s| &s[..12.min(s.len())])
+                        .unwrap_or("-"),
+                    if c.ok {
+                        "ok".to_string()
+                    } else {
+                        format!("error {}", c.code.unwrap_or(0))
+                    },
+                    c.elapsed_us,
+                    c.msg.map(|m| format!(": {m}")).unwrap_or_default(),
+                ),
+            }
+        };
+        // Stop quietly when whoever reads our stdout goes away.
+        writeln!(out, "{text}").and_then(|_| out.flush()).is_ok()
+    })
+    .context("wasmgate trace")
+}
