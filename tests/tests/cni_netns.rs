@@ -442,3 +442,36 @@ fn version_needs_no_daemon() {
     let out = cni("VERSION", "", "", "", "");
     assert_eq!(out.ok().json()["cniVersion"], "1.1.0");
 }
+
+#[test]
+fn the_ips_capability_and_cni_args_pick_the_address() {
+    let d = daemon();
+    let conf = d.net_conf("1.1.0", json!({}));
+    // runtimeConfig.ips, as a runtime fills it for a plugin that declares the capability.
+    let pod = Netns::new("wgp");
+    let asked = with_key(&conf, "runtimeConfig", json!({"ips": ["10.240.0.77/24"]}));
+    let out = cni("ADD", &unique("c"), &pod.path(), "eth0", &asked);
+    assert_eq!(out.ok().ip(), "10.240.0.77");
+    assert!(pod.addrs("eth0").contains(&"10.240.0.77/24".to_string()));
+    // The same address again is refused without touching the second pod.
+    let other = Netns::new("wgp");
+    let again = cni("ADD", &unique("c"), &other.path(), "eth0", &asked);
+    assert_eq!(again.code(), 111, "{again:?}");
+    assert!(again.msg().contains("10.240.0.77"), "{again:?}");
+    assert!(other.gone("eth0"));
+    // CNI_ARGS IP=, through the shim's environment.
+    let third = Netns::new("wgp");
+    let out = wasmgate_tests::exec_plugin(
+        &wasmgate_tests::bin("wasmgate-cni"),
+        &[
+            ("CNI_COMMAND", "ADD".into()),
+            ("CNI_CONTAINERID", unique("c")),
+            ("CNI_NETNS", third.path()),
+            ("CNI_IFNAME", "eth0".into()),
+            ("CNI_PATH", "/usr/lib/cni".into()),
+            ("CNI_ARGS", "IgnoreUnknown=1;IP=10.240.0.88".into()),
+        ],
+        &conf,
+    );
+    assert_eq!(out.ok().ip(), "10.240.0.88");
+}

@@ -18,6 +18,8 @@ pub const NOT_AVAILABLE: u32 = 50;
 pub const ALREADY_EXISTS: u32 = 102;
 /// ADD found no free address in the pool.
 pub const POOL_EXHAUSTED: u32 = 110;
+/// ADD asked for a specific address that another attachment holds.
+pub const ADDRESS_IN_USE: u32 = 111;
 
 pub fn err(code: u32, msg: impl Into<String>) -> CniError {
     CniError {

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use crate::error::{IO_FAILURE, POOL_EXHAUSTED, err};
+use crate::error::{ADDRESS_IN_USE, INVALID_CONFIG, IO_FAILURE, POOL_EXHAUSTED, err};
 use crate::pool::Pool;
 use crate::wasmgate::plugin::cni_types::CniError;
 
@@ -106,24 +106,58 @@ impl<'a, K: Kv> Ipam<'a, K> {
         let first = start.wrapping_sub(1) % size;
         for step in 0..size {
             let ip = pool.nth((first + step) % size);
-            let claim = self.claim_key(ip);
-            if self.increment(&claim)? != 1 {
-                continue; // someone else holds it
+            if self.claim(ip, cid, ifname)? {
+                return Ok(ip);
             }
-            if let Err(e) = self.record(ip, cid, ifname) {
-                // Undo in DEL's order so the address is not left half-owned; best effort, the
-                // first error is the one to report.
-                let _ = self.delete(&self.owner_key(ip));
-                let _ = self.delete(&self.alloc_key(cid, ifname));
-                let _ = self.delete(&claim);
-                return Err(e);
-            }
-            return Ok(ip);
         }
         Err(err(
             POOL_EXHAUSTED,
             format!("no addresses available in {}", pool.cidr()),
         ))
+    }
+
+    /// Claims exactly `ip`, as asked for through the `ips` capability or `IP=` in CNI_ARGS.
+    pub fn allocate_exact(
+        &self,
+        pool: &Pool,
+        ip: Ipv4Addr,
+        cid: &str,
+        ifname: &str,
+    ) -> Result<Ipv4Addr, CniError> {
+        if !pool.is_assignable(ip) {
+            return Err(err(
+                INVALID_CONFIG,
+                format!(
+                    "requested address {ip} is not assignable in {}",
+                    pool.cidr()
+                ),
+            ));
+        }
+        if self.claim(ip, cid, ifname)? {
+            Ok(ip)
+        } else {
+            Err(err(
+                ADDRESS_IN_USE,
+                format!("requested address {ip} is already in use"),
+            ))
+        }
+    }
+
+    /// Takes `ip` for the attachment if nobody holds it; false when someone does.
+    fn claim(&self, ip: Ipv4Addr, cid: &str, ifname: &str) -> Result<bool, CniError> {
+        let claim = self.claim_key(ip);
+        if self.increment(&claim)? != 1 {
+            return Ok(false);
+        }
+        if let Err(e) = self.record(ip, cid, ifname) {
+            // Undo in DEL's order so the address is not left half-owned; best effort, the first
+            // error is the one to report.
+            let _ = self.delete(&self.owner_key(ip));
+            let _ = self.delete(&self.alloc_key(cid, ifname));
+            let _ = self.delete(&claim);
+            return Err(e);
+        }
+        Ok(true)
     }
 
     fn record(&self, ip: Ipv4Addr, cid: &str, ifname: &str) -> Result<(), CniError> {

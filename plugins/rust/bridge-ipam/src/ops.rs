@@ -58,11 +58,54 @@ pub fn add(
             format!("attachment {cid}/{ifname} already exists"),
         ));
     }
-    let ip = ipam.allocate(&config.pool, cid, ifname)?;
+    let ip = match requested_ip(conf, call)? {
+        Some(ip) => ipam.allocate_exact(&config.pool, ip, cid, ifname)?,
+        None => ipam.allocate(&config.pool, cid, ifname)?,
+    };
     Ok(AddOutcome {
         result: plan::result(&config, ip, cid, ifname, &call.netns, prev.as_ref()),
         attachment: Some(plan::attachment(&config, ip, cid, ifname)),
     })
+}
+
+/// A specific address the runtime asks for, in host-local's order of precedence: the `ips`
+/// capability (`runtimeConfig.ips`), then `args.cni.ips`, then `IP=` in CNI_ARGS. Only the first
+/// IPv4 entry counts: this plugin gives one address per attachment.
+fn requested_ip(conf: &NetConf, call: &Invocation) -> Result<Option<std::net::Ipv4Addr>, CniError> {
+    let from_json =
+        |text: &Option<String>, pointer: &str, what: &str| -> Result<Option<String>, CniError> {
+            let Some(text) = text else { return Ok(None) };
+            let v: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| error::err(error::DECODE_FAILURE, format!("{what}: {e}")))?;
+            match v.pointer(pointer) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::Array(ips)) => ips
+                    .iter()
+                    .find_map(|ip| ip.as_str().filter(|s| !s.contains(':')))
+                    .map(|s| Ok(Some(s.to_string())))
+                    .unwrap_or(Ok(None)),
+                Some(other) => Err(error::invalid(format!(
+                    "{what}: ips must be a list, got {other}"
+                ))),
+            }
+        };
+    let raw = match from_json(&conf.runtime_config, "/ips", "runtimeConfig")? {
+        Some(ip) => Some(ip),
+        None => match from_json(&conf.args, "/cni/ips", "args")? {
+            Some(ip) => Some(ip),
+            None => call
+                .args
+                .iter()
+                .find(|(k, _)| k == "IP")
+                .map(|(_, v)| v.clone()),
+        },
+    };
+    let Some(raw) = raw else { return Ok(None) };
+    // Accept a bare address or a CIDR; the prefix always comes from podcidr.
+    let addr = raw.split('/').next().unwrap_or_default();
+    addr.parse()
+        .map(Some)
+        .map_err(|_| error::invalid(format!("requested address {raw:?} is not an IPv4 address")))
 }
 
 /// Releases the address. Needs neither a valid `raw` config nor the netns: the state is keyed by
@@ -469,5 +512,64 @@ mod tests {
         assert_eq!(status(&slash, &kv, &s).unwrap_err().code, INVALID_CONFIG);
         assert_eq!(gc(&slash, &[], &kv).unwrap_err().code, INVALID_CONFIG);
         assert_eq!(versions(), ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
+    }
+
+    fn first_ip(out: &AddOutcome) -> String {
+        out.result.ips[0].address.clone()
+    }
+
+    #[test]
+    fn requested_addresses_follow_host_locals_precedence() {
+        let kv = FakeKv::default();
+        let s = FakeSettings::default();
+        // CNI_ARGS IP= alone.
+        let mut c = call("c1", "eth0");
+        c.args = vec![("IP".into(), "10.240.0.50".into())];
+        assert_eq!(
+            first_ip(&add(&conf(RAW), &c, &kv, &s).unwrap()),
+            "10.240.0.50/24"
+        );
+        // args.cni.ips beats CNI_ARGS; IPv6 entries are skipped.
+        let mut n = conf(RAW);
+        n.args = Some(r#"{"cni":{"ips":["fd00::9","10.240.0.60/24"]}}"#.into());
+        let mut c = call("c2", "eth0");
+        c.args = vec![("IP".into(), "10.240.0.51".into())];
+        assert_eq!(first_ip(&add(&n, &c, &kv, &s).unwrap()), "10.240.0.60/24");
+        // The runtimeConfig ips capability beats both.
+        n.runtime_config = Some(r#"{"ips":["10.240.0.70/24"]}"#.into());
+        assert_eq!(
+            first_ip(&add(&n, &call("c3", "eth0"), &kv, &s).unwrap()),
+            "10.240.0.70/24"
+        );
+    }
+
+    #[test]
+    fn requested_addresses_are_checked() {
+        let kv = FakeKv::default();
+        let s = FakeSettings::default();
+        let ask = |cid: &str, ip: &str| {
+            let mut n = conf(RAW);
+            n.runtime_config = Some(format!(r#"{{"ips":["{ip}"]}}"#));
+            add(&n, &call(cid, "eth0"), &kv, &s)
+        };
+        ask("c1", "10.240.0.9").unwrap();
+        assert_eq!(
+            ask("c2", "10.240.0.9").unwrap_err().code,
+            crate::error::ADDRESS_IN_USE
+        );
+        assert_eq!(
+            ask("c3", "10.240.0.1").unwrap_err().code,
+            INVALID_CONFIG,
+            "the gateway"
+        );
+        assert_eq!(
+            ask("c4", "10.99.0.9").unwrap_err().code,
+            INVALID_CONFIG,
+            "outside podcidr"
+        );
+        assert_eq!(ask("c5", "not-an-ip").unwrap_err().code, INVALID_CONFIG);
+        // A refused request leaves nothing allocated, and DEL frees a requested address.
+        del(&conf(RAW), &call("c1", "eth0"), &kv).unwrap();
+        ask("c2", "10.240.0.9").unwrap();
     }
 }
