@@ -126,3 +126,54 @@ fn every_call_is_traced_once() {
     assert_eq!(stats["cni.ADD"]["ok"], 1, "{stats}");
     assert_eq!(stats["cni.ADD"]["errors"], 1, "{stats}");
 }
+
+#[test]
+fn a_plugin_deployed_after_the_daemon_loads_when_it_lands() {
+    // The daemon starts before its plugin file exists (deploy order is not ours to choose). Calls
+    // for it fail with 50 naming the plugin and why; once the file lands, it serves.
+    let dir = std::env::temp_dir().join(unique("wg-late-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("late.wasm");
+    let d = Daemon::start(vec![
+        PluginEntry::new("bridge", plugin("bridge-ipam")),
+        PluginEntry::new("late", path.clone()),
+    ]);
+    assert!(
+        d.log().contains("not loaded, serving without it"),
+        "{}",
+        d.log()
+    );
+    let pod = Netns::new("wgp");
+    let conf = d.net_conf("1.1.0", json!({"plugin": "late"}));
+    let out = cni("ADD", "c-late", &pod.path(), "eth0", &conf);
+    assert_eq!(out.code(), 50, "{out:?}");
+    assert!(
+        out.msg().contains("late") && out.msg().contains("not loaded"),
+        "{out:?}"
+    );
+    // The other plugin serves meanwhile.
+    let other = Netns::new("wgp");
+    cni(
+        "ADD",
+        "c-other",
+        &other.path(),
+        "eth0",
+        &d.net_conf("1.1.0", json!({})),
+    )
+    .ok();
+
+    let tmp = dir.join(".late.wasm.tmp");
+    std::fs::copy(plugin("bridge-ipam"), &tmp).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    wasmgate_tests::eventually("the late plugin loads after its file lands", || {
+        d.plugin_cmd(&["list"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "late")
+    });
+    let out = cni("ADD", "c-late", &pod.path(), "eth0", &conf);
+    assert!(out.ok().ip().starts_with("10.240.0."), "{out:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -75,8 +75,14 @@ pub async fn run_with(
     let mut policies = BTreeMap::new();
     let mut watched = HashMap::new();
     for (name, p) in &cfg.plugins {
-        let info = registry.load(cfg.plugin_spec(name, p)).await?;
-        tracing::info!(plugin = %name, sha256 = %info.sha256, cached = info.cached, "loaded");
+        // One plugin that cannot load (its file not deployed yet, a bad build) must not keep the
+        // others from serving; its calls fail with code 50 until a reload or a file event loads it.
+        match registry.load(cfg.plugin_spec(name, p)).await {
+            Ok(info) => {
+                tracing::info!(plugin = %name, sha256 = %info.sha256, cached = info.cached, "loaded")
+            }
+            Err(e) => tracing::error!(plugin = %name, "not loaded, serving without it: {e}"),
+        }
         policies.insert(
             name.clone(),
             PluginPolicy {

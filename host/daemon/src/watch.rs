@@ -3,7 +3,7 @@
 //! and the old version keeps serving until the next event.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,15 @@ use notify::{RecursiveMode, Watcher};
 use wasmgate_engine::Registry;
 
 const SETTLE: Duration = Duration::from_millis(200);
+
+fn canonical(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .join(name),
+        _ => path.to_path_buf(),
+    }
+}
 
 /// Watches `paths` (plugin name by file path). The returned watcher must be kept alive.
 pub fn spawn(
@@ -35,12 +44,14 @@ pub fn spawn(
     dirs.sort();
     dirs.dedup();
     for d in &dirs {
-        watcher.watch(d, RecursiveMode::NonRecursive)?;
+        // A missing directory only means that plugin is not hot-swappable; the rest still are.
+        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+            tracing::error!("cannot watch {} for plugin changes: {e}", d.display());
+        }
     }
-    let by_path: HashMap<PathBuf, String> = paths
-        .into_iter()
-        .map(|(p, n)| (std::fs::canonicalize(&p).unwrap_or(p), n))
-        .collect();
+    // Keyed by canonical directory plus file name: the file itself may not exist yet.
+    let by_path: HashMap<PathBuf, String> =
+        paths.into_iter().map(|(p, n)| (canonical(&p), n)).collect();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut changed = vec![first];
@@ -50,7 +61,7 @@ pub fn spawn(
             }
             let mut names: Vec<&String> = changed
                 .iter()
-                .filter_map(|p| by_path.get(&std::fs::canonicalize(p).unwrap_or(p.clone())))
+                .filter_map(|p| by_path.get(&canonical(p)))
                 .collect();
             names.sort();
             names.dedup();

@@ -23,6 +23,8 @@ pub enum EngineError {
     },
     #[error("no plugin named {0}")]
     UnknownPlugin(String),
+    #[error("plugin {name} is not loaded: {reason}")]
+    NotLoaded { name: String, reason: String },
     #[error("keyvalue store for plugin {name}: {message}")]
     Store { name: String, message: String },
     #[error(transparent)]

@@ -124,6 +124,9 @@ pub struct Registry {
     engine: WasmEngine,
     state_dir: PathBuf,
     plugins: RwLock<HashMap<String, Arc<ArcSwap<LoadedPlugin>>>>,
+    /// Every plugin ever asked for, loaded or not, with why its last load failed: a plugin
+    /// whose file is not there yet is still declared, so a reload or a file event can load it.
+    declared: Mutex<HashMap<String, (PluginSpec, Option<String>)>>,
     stores: Mutex<HashMap<String, Arc<KvStore>>>,
     permits: Arc<tokio::sync::Semaphore>,
     generation: std::sync::atomic::AtomicU64,
@@ -136,6 +139,7 @@ impl Registry {
             engine,
             state_dir,
             plugins: RwLock::new(HashMap::new()),
+            declared: Mutex::new(HashMap::new()),
             stores: Mutex::new(HashMap::new()),
             permits,
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -148,6 +152,22 @@ impl Registry {
 
     /// Loads `spec`, replacing any version of the same name. On error the old version stays.
     pub async fn load(&self, spec: PluginSpec) -> Result<PluginInfo, EngineError> {
+        let name = spec.name.clone();
+        self.declared().insert(name.clone(), (spec.clone(), None));
+        let out = self.build_and_swap(spec).await;
+        if let Err(e) = &out
+            && let Some(entry) = self.declared().get_mut(&name)
+        {
+            entry.1 = Some(e.to_string());
+        }
+        out
+    }
+
+    fn declared(&self) -> std::sync::MutexGuard<'_, HashMap<String, (PluginSpec, Option<String>)>> {
+        self.declared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn build_and_swap(&self, spec: PluginSpec) -> Result<PluginInfo, EngineError> {
         let kv = self.store_for(&spec.name)?;
         let engine = self.engine.clone();
         let cache_dir = self.state_dir.join("cache");
@@ -174,19 +194,31 @@ impl Registry {
         Ok(info)
     }
 
-    /// Recompiles a loaded plugin from its file.
+    /// Recompiles a declared plugin from its file, whether or not a version is loaded.
     pub async fn reload(&self, name: &str) -> Result<PluginInfo, EngineError> {
-        let spec = self.get(name)?.spec.clone();
+        let spec = self
+            .declared()
+            .get(name)
+            .map(|(spec, _)| spec.clone())
+            .ok_or_else(|| EngineError::UnknownPlugin(name.to_string()))?;
         self.load(spec).await
     }
 
     /// The current version; callers keep it for the whole call.
     pub fn get(&self, name: &str) -> Result<Arc<LoadedPlugin>, EngineError> {
         let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
-        plugins
-            .get(name)
-            .map(|slot| slot.load_full())
-            .ok_or_else(|| EngineError::UnknownPlugin(name.to_string()))
+        if let Some(slot) = plugins.get(name) {
+            return Ok(slot.load_full());
+        }
+        match self.declared().get(name) {
+            Some((_, reason)) => Err(EngineError::NotLoaded {
+                name: name.to_string(),
+                reason: reason
+                    .clone()
+                    .unwrap_or_else(|| "still loading".to_string()),
+            }),
+            None => Err(EngineError::UnknownPlugin(name.to_string())),
+        }
     }
 
     pub fn list(&self) -> Vec<PluginInfo> {

@@ -176,10 +176,10 @@ impl CniService {
             .get(&name)
             .cloned()
             .ok_or_else(|| ServiceError::UnknownPlugin(name.clone()))?;
-        let plugin = self
-            .registry
-            .get(&name)
-            .map_err(|_| ServiceError::UnknownPlugin(name))?;
+        let plugin = self.registry.get(&name).map_err(|e| match e {
+            wasmgate_engine::EngineError::UnknownPlugin(_) => ServiceError::UnknownPlugin(name),
+            other => ServiceError::Engine(other),
+        })?;
         seen.plugin_sha256 = Some(plugin.info().sha256.clone());
         let wit_conf = convert::net_conf(&conf)?;
         let call = Call {
