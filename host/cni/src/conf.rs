@@ -20,6 +20,10 @@ use crate::version::{self, at_least, check_supported};
 pub const DEFAULT_SOCKET: &str = "/run/wasmgate/cni.sock";
 pub const DEFAULT_QUEUE_DIR: &str = "/var/lib/wasmgate/cni-del-queue";
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5000;
+/// How long the shim waits for the daemon's reply once connected: far above any plugin deadline,
+/// so only a hung daemon reaches it, and below the runtime's own two-minute deadline, so the
+/// shim (which can still queue a DEL) is the one that gives up.
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 60_000;
 
 /// Longer than any runtime waits for a plugin; it also keeps `Instant + timeout` from overflowing.
 pub const MAX_CONNECT_TIMEOUT_MS: u64 = 3_600_000;
@@ -55,6 +59,7 @@ pub struct NetConf {
     pub queue_dir: Option<String>,
     /// wasmgate: how long the shim keeps trying to reach the daemon.
     pub connect_timeout_ms: Option<u64>,
+    pub call_timeout_ms: Option<u64>,
     /// GC only. `None` means the runtime sent no list, which is not the same as an empty list
     /// (every attachment is stale): callers must not collect anything on `None`.
     pub valid_attachments: Option<Vec<AttachmentRef>>,
@@ -126,6 +131,7 @@ pub fn parse(stdin: &[u8], command: Command) -> Result<NetConf, CniError> {
         socket: opt_abs_path(obj, "socket")?,
         queue_dir: opt_abs_path(obj, "queueDir")?,
         connect_timeout_ms: opt_timeout(obj, "connectTimeoutMs")?,
+        call_timeout_ms: opt_timeout(obj, "callTimeoutMs")?,
         valid_attachments: valid_attachments(obj)?,
         raw: raw.clone(),
     })
@@ -138,6 +144,15 @@ impl NetConf {
 
     pub fn queue_dir(&self) -> PathBuf {
         PathBuf::from(self.queue_dir.as_deref().unwrap_or(DEFAULT_QUEUE_DIR))
+    }
+
+    /// Never zero: a zero read timeout means "wait forever" to the socket layer.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.call_timeout_ms
+                .unwrap_or(DEFAULT_CALL_TIMEOUT_MS)
+                .max(1),
+        )
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -160,6 +175,7 @@ fn empty(raw: Value) -> NetConf {
         socket: None,
         queue_dir: None,
         connect_timeout_ms: None,
+        call_timeout_ms: None,
         valid_attachments: None,
         raw,
     }

@@ -339,6 +339,43 @@ fn dropped_connection_is_try_again_or_queued() {
 }
 
 #[test]
+fn hung_daemon_is_bounded_by_call_timeout() {
+    // A daemon that accepts and reads but never answers: the shim gives up after callTimeoutMs,
+    // with 11 for ADD and a queued DEL.
+    let s = Scratch::new("hung");
+    let listener = UnixListener::bind(s.socket()).unwrap();
+    let holder = thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().unwrap();
+            let _: Request = wire::read_line(BufReader::new(&stream)).unwrap();
+            held.push(stream); // keep it open, say nothing
+        }
+        held
+    });
+    let with_call_timeout = |ms: u64| {
+        let mut v: Value = serde_json::from_str(&s.config(2000)).unwrap();
+        v["callTimeoutMs"] = json!(ms);
+        v.to_string()
+    };
+    let out = shim(&attach_env("ADD"), &with_call_timeout(300));
+    let v = assert_error(&out, 11, "1.1.0");
+    assert!(
+        v["details"]
+            .as_str()
+            .unwrap()
+            .contains("no reply within 300 ms"),
+        "{v}"
+    );
+    assert!(out.elapsed < Duration::from_secs(3), "{:?}", out.elapsed);
+
+    let out = shim(&attach_env("DEL"), &with_call_timeout(300));
+    assert_eq!(out.code, Some(0), "{} {}", out.stdout, out.stderr);
+    assert_eq!(queued(&s.queue()).len(), 1);
+    drop(holder.join().unwrap());
+}
+
+#[test]
 fn late_daemon_is_waited_for() {
     let s = Scratch::new("late");
     let socket = s.socket();

@@ -141,7 +141,7 @@ fn call_daemon(req: Request, conf: &NetConf) -> Result<String, CniError> {
         Ok(s) => s,
         Err(e) => return unreachable(&req, conf, &socket, &e),
     };
-    match exchange(&stream, &req) {
+    match exchange(&stream, &req, conf.call_timeout()) {
         Ok(Response::Ok { stdout }) => Ok(stdout),
         Ok(Response::Err { error }) => Err(error),
         Err(e) => dropped(&req, conf, &socket, &e),
@@ -168,11 +168,19 @@ fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
     }
 }
 
-/// No read timeout: an ADD legitimately takes as long as the plugin needs, and the runtime
-/// already bounds the whole exec with its own deadline.
-fn exchange(stream: &UnixStream, req: &Request) -> io::Result<Response> {
+/// The daemon bounds every plugin call itself; `timeout` only catches a daemon that hangs, and
+/// then a DEL is still queued rather than lost.
+fn exchange(stream: &UnixStream, req: &Request, timeout: Duration) -> io::Result<Response> {
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_read_timeout(Some(timeout))?;
     wire::write_line(stream, req)?;
-    wire::read_line(BufReader::new(stream))
+    wire::read_line(BufReader::new(stream)).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no reply within {} ms", timeout.as_millis()),
+        ),
+        _ => e,
+    })
 }
 
 fn unreachable(
