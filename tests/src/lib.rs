@@ -89,6 +89,75 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A pod: its own netns and container ID, attached as `eth0`.
+pub struct Pod {
+    pub ns: Netns,
+    pub cid: String,
+}
+
+impl Pod {
+    pub fn new() -> Self {
+        Pod {
+            ns: Netns::new("wgp"),
+            cid: unique("c"),
+        }
+    }
+
+    pub fn call(&self, command: &str, conf: &str) -> CniOutput {
+        cni(command, &self.cid, &self.ns.path(), "eth0", conf)
+    }
+
+    pub fn add(&self, conf: &str) -> CniOutput {
+        self.call("ADD", conf)
+    }
+
+    pub fn del(&self, conf: &str) -> CniOutput {
+        self.call("DEL", conf)
+    }
+
+    pub fn check(&self, conf: &str) -> CniOutput {
+        self.call("CHECK", conf)
+    }
+}
+
+impl Default for Pod {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `conf` with `key` set to `value`.
+pub fn with_key(conf: &str, key: &str, value: Value) -> String {
+    let mut c: Value = serde_json::from_str(conf).unwrap();
+    c[key] = value;
+    c.to_string()
+}
+
+/// The config with `prevResult` set, as a runtime sends it to CHECK and DEL.
+pub fn with_prev(conf: &str, prev: &Value) -> String {
+    with_key(conf, "prevResult", prev.clone())
+}
+
+/// The first address (CIDR) of an ADD result.
+pub fn address(result: &Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .expect("result has an address")
+        .to_string()
+}
+
+/// The host veth of an ADD result: the interface without a sandbox.
+pub fn host_veth(result: &Value) -> String {
+    result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i.get("sandbox").is_none())
+        .and_then(|i| i["name"].as_str())
+        .unwrap_or_else(|| panic!("no host interface in {result}"))
+        .to_string()
+}
+
 /// Polls `f` until it holds, for at most a few seconds; panics naming `what` otherwise.
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -162,6 +231,18 @@ impl Netns {
             std::thread::sleep(Duration::from_millis(10));
         }
         true
+    }
+
+    /// The names of the links of one `kind` (veth, ifb, bridge…).
+    pub fn links(&self, kind: &str) -> Vec<String> {
+        let links: Value = serde_json::from_str(&self.ip(&["-j", "link", "show", "type", kind]))
+            .unwrap_or(Value::Null);
+        links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["ifname"].as_str().map(String::from))
+            .collect()
     }
 
     pub fn has_link(&self, ifname: &str) -> bool {

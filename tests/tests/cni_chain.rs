@@ -183,14 +183,7 @@ fn tc_works(ns: &Netns) -> bool {
 
 /// The ifb devices in `ns`, by name.
 fn ifbs(ns: &Netns) -> Vec<String> {
-    let links: Value =
-        serde_json::from_str(&ns.ip(&["-j", "link", "show", "type", "ifb"])).unwrap();
-    links
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| l["ifname"].as_str().unwrap().to_string())
-        .collect()
+    ns.links("ifb")
 }
 
 #[test]

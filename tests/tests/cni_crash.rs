@@ -11,52 +11,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wasmgate_tests::{CniOutput, Daemon, Netns, PluginEntry, cni, plugin, unique};
+use wasmgate_tests::{
+    CniOutput, Daemon, PluginEntry, Pod, address, cni, host_veth, plugin, with_prev,
+};
 
 fn daemon() -> Daemon {
     Daemon::start(vec![PluginEntry::new("bridge", plugin("bridge-ipam"))])
-}
-
-struct Pod {
-    ns: Netns,
-    cid: String,
-}
-
-impl Pod {
-    fn new() -> Self {
-        Pod {
-            ns: Netns::new("wgp"),
-            cid: unique("c"),
-        }
-    }
-
-    fn call(&self, command: &str, conf: &str) -> CniOutput {
-        cni(command, &self.cid, &self.ns.path(), "eth0", conf)
-    }
-}
-
-fn with_prev(conf: &str, prev: &Value) -> String {
-    let mut c: Value = serde_json::from_str(conf).unwrap();
-    c["prevResult"] = prev.clone();
-    c.to_string()
-}
-
-fn address(result: &Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .expect("result has an address")
-        .to_string()
-}
-
-fn host_veth(result: &Value) -> String {
-    result["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i.get("sandbox").is_none())
-        .and_then(|i| i["name"].as_str())
-        .unwrap_or_else(|| panic!("no host interface in {result}"))
-        .to_string()
 }
 
 fn assert_ok_empty(out: &CniOutput) {

@@ -9,48 +9,12 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use serde_json::{Value, json};
-use wasmgate_tests::{CniOutput, Daemon, Netns, PluginEntry, cni, plugin, unique};
+use wasmgate_tests::{
+    CniOutput, Daemon, Netns, PluginEntry, Pod, cni, host_veth, plugin, unique, with_key, with_prev,
+};
 
 fn daemon() -> Daemon {
     Daemon::start(vec![PluginEntry::new("bridge", plugin("bridge-ipam"))])
-}
-
-/// A pod: its own netns and container ID.
-struct Pod {
-    ns: Netns,
-    cid: String,
-}
-
-impl Pod {
-    fn new() -> Self {
-        Pod {
-            ns: Netns::new("wgp"),
-            cid: unique("c"),
-        }
-    }
-
-    fn add(&self, conf: &str) -> CniOutput {
-        cni("ADD", &self.cid, &self.ns.path(), "eth0", conf)
-    }
-
-    fn del(&self, conf: &str) -> CniOutput {
-        cni("DEL", &self.cid, &self.ns.path(), "eth0", conf)
-    }
-
-    fn check(&self, conf: &str) -> CniOutput {
-        cni("CHECK", &self.cid, &self.ns.path(), "eth0", conf)
-    }
-}
-
-/// The config with `prevResult` set, as a runtime sends it to CHECK and DEL.
-fn with_prev(conf: &str, prev: &Value) -> String {
-    with_key(conf, "prevResult", prev.clone())
-}
-
-fn with_key(conf: &str, key: &str, value: Value) -> String {
-    let mut c: Value = serde_json::from_str(conf).unwrap();
-    c[key] = value;
-    c.to_string()
 }
 
 fn status(conf: &str) -> CniOutput {
@@ -67,18 +31,6 @@ fn result_iface<'a>(result: &'a Value, name: &str, sandbox: Option<&str>) -> &'a
         .unwrap_or_else(|| panic!("no interface {name} (sandbox {sandbox:?}) in {result}"))
 }
 
-/// The host veth of an ADD result: the interface without a sandbox.
-fn host_veth(result: &Value) -> String {
-    result["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i.get("sandbox").is_none())
-        .and_then(|i| i["name"].as_str())
-        .unwrap_or_else(|| panic!("no host interface in {result}"))
-        .to_string()
-}
-
 /// The MAC of `ifname` in `ns`, as the kernel reports it.
 fn kernel_mac(ns: &Netns, ifname: &str) -> String {
     let links: Value =
@@ -91,14 +43,7 @@ fn kernel_mac(ns: &Netns, ifname: &str) -> String {
 
 /// Every veth in `ns`, by name.
 fn veths(ns: &Netns) -> BTreeSet<String> {
-    let links: Value =
-        serde_json::from_str(&ns.ip(&["-j", "link", "show", "type", "veth"])).unwrap();
-    links
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| l["ifname"].as_str().unwrap().to_string())
-        .collect()
+    ns.links("veth").into_iter().collect()
 }
 
 /// The pool of 10.241.0.0/29: .1 is the gateway, .2 to .6 are handed out.
