@@ -126,6 +126,17 @@ impl Default for Pod {
     }
 }
 
+/// `n` new pods, each ADDed with `conf` (which must succeed), with their results.
+pub fn add_pods(conf: &str, n: usize) -> Vec<(Pod, Value)> {
+    (0..n)
+        .map(|_| {
+            let pod = Pod::new();
+            let result = pod.add(conf).ok().json();
+            (pod, result)
+        })
+        .collect()
+}
+
 /// `conf` with `key` set to `value`.
 pub fn with_key(conf: &str, key: &str, value: Value) -> String {
     let mut c: Value = serde_json::from_str(conf).unwrap();

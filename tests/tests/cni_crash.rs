@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wasmgate_tests::{
-    CniOutput, Daemon, PluginEntry, Pod, address, cni, host_veth, plugin, with_prev,
+    CniOutput, Daemon, PluginEntry, Pod, add_pods, address, cni, host_veth, plugin, with_prev,
 };
 
 fn daemon() -> Daemon {
@@ -65,13 +65,7 @@ fn kill9_and_restart_keeps_every_allocation() {
         "a fresh state dir cannot have a cached artifact"
     );
 
-    let first: Vec<(Pod, Value)> = (0..10)
-        .map(|_| {
-            let pod = Pod::new();
-            let r = pod.call("ADD", &conf).ok().json();
-            (pod, r)
-        })
-        .collect();
+    let first: Vec<(Pod, Value)> = add_pods(&conf, 10);
     let first_ips: BTreeSet<String> = first.iter().map(|(_, r)| address(r)).collect();
     assert_eq!(first_ips.len(), 10);
 
@@ -79,13 +73,7 @@ fn kill9_and_restart_keeps_every_allocation() {
     d.spawn();
     assert!(plugin_cached(&d), "the restart recompiled the plugin");
 
-    let second: Vec<(Pod, Value)> = (0..10)
-        .map(|_| {
-            let pod = Pod::new();
-            let r = pod.call("ADD", &conf).ok().json();
-            (pod, r)
-        })
-        .collect();
+    let second: Vec<(Pod, Value)> = add_pods(&conf, 10);
     let second_ips: BTreeSet<String> = second.iter().map(|(_, r)| address(r)).collect();
     assert_eq!(second_ips.len(), 10);
     assert!(
@@ -111,13 +99,7 @@ fn kill9_and_restart_keeps_every_allocation() {
 fn del_while_down_is_queued_and_replayed() {
     let mut d = daemon();
     let conf = d.net_conf("1.1.0", json!({ "podcidr": "10.241.0.0/29" }));
-    let pods: Vec<(Pod, Value)> = (0..5)
-        .map(|_| {
-            let pod = Pod::new();
-            let r = pod.call("ADD", &conf).ok().json();
-            (pod, r)
-        })
-        .collect();
+    let pods: Vec<(Pod, Value)> = add_pods(&conf, 5);
     assert_eq!(cni("STATUS", "", "", "", &conf).code(), 50);
 
     d.kill9();
@@ -276,13 +258,7 @@ fn kill9_while_a_deferred_teardown_runs() {
     // same pod must work afterwards.
     let mut d = daemon();
     let conf = d.net_conf("1.1.0", json!({}));
-    let pods: Vec<(Pod, Value)> = (0..5)
-        .map(|_| {
-            let pod = Pod::new();
-            let r = pod.call("ADD", &conf).ok().json();
-            (pod, r)
-        })
-        .collect();
+    let pods: Vec<(Pod, Value)> = add_pods(&conf, 5);
     for (pod, _) in &pods {
         assert_ok_empty(&pod.call("DEL", &conf));
     }

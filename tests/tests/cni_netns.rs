@@ -10,7 +10,8 @@ use std::thread;
 
 use serde_json::{Value, json};
 use wasmgate_tests::{
-    CniOutput, Daemon, Netns, PluginEntry, Pod, cni, host_veth, plugin, unique, with_key, with_prev,
+    CniOutput, Daemon, Netns, PluginEntry, Pod, add_pods, cni, host_veth, plugin, unique, with_key,
+    with_prev,
 };
 
 fn daemon() -> Daemon {
@@ -55,13 +56,7 @@ fn small_pool() -> BTreeSet<String> {
 
 /// Fills the pool: one pod per address, returning the pods and their ADD results.
 fn fill(conf: &str, n: usize) -> Vec<(Pod, Value)> {
-    (0..n)
-        .map(|_| {
-            let pod = Pod::new();
-            let result = pod.add(conf).ok().json();
-            (pod, result)
-        })
-        .collect()
+    add_pods(conf, n)
 }
 
 #[test]
