@@ -303,42 +303,36 @@ mod tests {
 
     #[test]
     fn list_is_oldest_first() {
+        fn queued_ids(q: &DelQueue) -> Vec<String> {
+            q.list()
+                .unwrap()
+                .into_iter()
+                .map(|(_, r)| r.invocation.container_id)
+                .collect()
+        }
+        fn touch(path: &std::path::Path, at: SystemTime) {
+            File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        }
+
         let t = TempDir::new("order");
         let q = DelQueue::new(&t.0);
         let newer = q.push(&del("aaa", "eth0", "{}")).unwrap();
         let older = q.push(&del("zzz", "eth0", "{}")).unwrap();
         let old = SystemTime::now() - std::time::Duration::from_secs(3600);
-        File::options()
-            .write(true)
-            .open(&older)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        let ids: Vec<_> = q
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|(_, r)| r.invocation.container_id)
-            .collect();
-        assert_eq!(ids, ["zzz", "aaa"]);
+        touch(&older, old);
+        assert_eq!(queued_ids(&q), ["zzz", "aaa"]);
 
         // Same mtime: name order decides.
         let same = SystemTime::now();
         for p in [&newer, &older] {
-            File::options()
-                .write(true)
-                .open(p)
-                .unwrap()
-                .set_modified(same)
-                .unwrap();
+            touch(p, same);
         }
-        let ids: Vec<_> = q
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|(_, r)| r.invocation.container_id)
-            .collect();
-        assert_eq!(ids, ["aaa", "zzz"]);
+        assert_eq!(queued_ids(&q), ["aaa", "zzz"]);
     }
 
     #[test]

@@ -53,17 +53,26 @@ impl Records {
         })
     }
 
-    pub fn get(&self, key: &str) -> Result<Option<Record>, StateError> {
+    /// Runs `f` on `table` in a read transaction; a table never written to reads as `empty`.
+    fn read<R>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        empty: R,
+        f: impl FnOnce(&redb::ReadOnlyTable<&str, &[u8]>) -> Result<R, StateError>,
+    ) -> Result<R, StateError> {
         let txn = self.db.begin_read().map_err(err)?;
-        let t = match txn.open_table(ATTACHMENTS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(e)),
-        };
-        match t.get(key).map_err(err)? {
+        match txn.open_table(table) {
+            Ok(t) => f(&t),
+            Err(TableError::TableDoesNotExist(_)) => Ok(empty),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Record>, StateError> {
+        self.read(ATTACHMENTS, None, |t| match t.get(key).map_err(err)? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(err)?)),
             None => Ok(None),
-        }
+        })
     }
 
     /// Inserts `rec` unless its key is taken; returns false when it was.
@@ -120,38 +129,30 @@ impl Records {
 
     /// Teardowns a previous run did not finish.
     pub fn teardowns(&self) -> Result<Vec<Record>, StateError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = match txn.open_table(TEARDOWN) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(e)),
-        };
-        let mut out = Vec::new();
-        for entry in t.iter().map_err(err)? {
-            let (_, v) = entry.map_err(err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(err)?);
-        }
-        Ok(out)
+        self.read(TEARDOWN, Vec::new(), |t| {
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(err)? {
+                let (_, v) = entry.map_err(err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(err)?);
+            }
+            Ok(out)
+        })
     }
 
     /// Every record of one network.
     pub fn network(&self, network: &str) -> Result<Vec<Record>, StateError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = match txn.open_table(ATTACHMENTS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(e)),
-        };
         let prefix = format!("{network}/");
-        let mut out = Vec::new();
-        for entry in t.range(prefix.as_str()..).map_err(err)? {
-            let (k, v) = entry.map_err(err)?;
-            if !k.value().starts_with(&prefix) {
-                break;
+        self.read(ATTACHMENTS, Vec::new(), |t| {
+            let mut out = Vec::new();
+            for entry in t.range(prefix.as_str()..).map_err(err)? {
+                let (k, v) = entry.map_err(err)?;
+                if !k.value().starts_with(&prefix) {
+                    break;
+                }
+                out.push(serde_json::from_slice(v.value()).map_err(err)?);
             }
-            out.push(serde_json::from_slice(v.value()).map_err(err)?);
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 

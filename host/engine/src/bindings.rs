@@ -19,6 +19,9 @@ mod network {
     });
 }
 
+/// The world a network plugin must fit, as shown in `wasmgate plugin list` and in link errors.
+pub const NETWORK_WORLD: &str = "wasmgate:plugin/network-plugin@0.1.0";
+
 pub use network::exports::wasmgate::plugin::network::Guest as NetworkGuest;
 pub use network::wasi::keyvalue;
 pub use network::wasmgate::plugin::cni_types;

@@ -9,7 +9,7 @@ use wasmtime::{Store, Trap};
 
 use crate::bindings::{NetworkGuest, NetworkPluginPre};
 use crate::engine::{EPOCH_TICK, WasmEngine};
-use crate::host::{HostState, MemoryCap};
+use crate::host::HostState;
 use crate::keyvalue::KvStore;
 use crate::stderr::StderrTail;
 
@@ -110,18 +110,13 @@ where
     } else {
         wasi.stderr(stderr.clone());
     }
-    let state = HostState {
-        wasi: wasi.build(),
-        table: Default::default(),
-        config: ctx.config.clone(),
-        kv: ctx.kv.clone(),
-        memory: MemoryCap {
-            limit: ctx.limits.memory_bytes,
-            hit: false,
-        },
-    };
-    let mut store = Store::new(&ctx.engine.engine, state);
-    store.limiter(|s| &mut s.memory);
+    let mut store = HostState::store(
+        &ctx.engine.engine,
+        wasi.build(),
+        ctx.config.clone(),
+        ctx.kv.clone(),
+        ctx.limits.memory_bytes,
+    );
     let ticks = ctx
         .limits
         .timeout

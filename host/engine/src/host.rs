@@ -19,6 +19,32 @@ pub struct HostState {
     pub(crate) memory: MemoryCap,
 }
 
+impl HostState {
+    /// A store for one instance: `wasi` as granted, the plugin's config and keyvalue store, and
+    /// linear memory capped at `memory_bytes`. The caller sets the epoch deadline.
+    pub(crate) fn store(
+        engine: &wasmtime::Engine,
+        wasi: WasiCtx,
+        config: Arc<WasiConfigVariables>,
+        kv: Arc<KvStore>,
+        memory_bytes: usize,
+    ) -> wasmtime::Store<HostState> {
+        let state = HostState {
+            wasi,
+            table: ResourceTable::default(),
+            config,
+            kv,
+            memory: MemoryCap {
+                limit: memory_bytes,
+                hit: false,
+            },
+        };
+        let mut store = wasmtime::Store::new(engine, state);
+        store.limiter(|s| &mut s.memory);
+        store
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

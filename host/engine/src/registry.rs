@@ -11,7 +11,7 @@ use serde::Serialize;
 use wasmtime::Store;
 
 use crate::EngineError;
-use crate::bindings::{NetworkGuest, NetworkPlugin, NetworkPluginPre};
+use crate::bindings::{NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre};
 use crate::call::{self, CallContext, CallError, Limits};
 use crate::engine::{WasmEngine, sha256_hex};
 use crate::host::HostState;
@@ -96,18 +96,13 @@ impl LoadedPlugin {
 
     /// Instantiates once and keeps the instance: only for measuring what a fresh instance costs.
     pub fn warm_instance(&self) -> Result<(Store<HostState>, NetworkPlugin), EngineError> {
-        let state = HostState {
-            wasi: wasmtime_wasi::WasiCtx::builder().build(),
-            table: Default::default(),
-            config: self.config.clone(),
-            kv: self.kv.clone(),
-            memory: crate::host::MemoryCap {
-                limit: self.spec.limits.memory_bytes,
-                hit: false,
-            },
-        };
-        let mut store = Store::new(&self.engine.engine, state);
-        store.limiter(|s| &mut s.memory);
+        let mut store = HostState::store(
+            &self.engine.engine,
+            wasmtime_wasi::WasiCtx::builder().build(),
+            self.config.clone(),
+            self.kv.clone(),
+            self.spec.limits.memory_bytes,
+        );
         store.set_epoch_deadline(u64::MAX / 2);
         let inst = self.pre.instantiate(&mut store).map_err(|e| {
             EngineError::Call(CallError::Instantiate {
@@ -260,7 +255,7 @@ fn build(
     let (component, cached) = engine.compile_cached(&spec.name, &bytes, &sha256, cache_dir)?;
     let link = |e: wasmtime::Error| EngineError::Link {
         name: spec.name.clone(),
-        world: "wasmgate:plugin/network-plugin@0.1.0",
+        world: NETWORK_WORLD,
         message: format!("{e:#}"),
     };
     // instantiate_pre type-checks every import; NetworkPluginPre checks the exports. A plugin that
@@ -282,7 +277,7 @@ fn build(
             name: spec.name.clone(),
             path: spec.path.clone(),
             sha256,
-            world: "wasmgate:plugin/network-plugin@0.1.0".to_string(),
+            world: NETWORK_WORLD.to_string(),
             loaded_at,
             cached,
             generation,

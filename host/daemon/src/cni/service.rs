@@ -96,15 +96,8 @@ impl CniService {
         let n = pending.len();
         for rec in pending {
             let host = rec.attachment.veth.host_name.clone();
-            let target = Target {
-                netns: String::new(),
-                ifname: rec.target.ifname.clone(),
-            };
             // One stubborn interface must not keep the daemon from starting; it stays listed.
-            match self
-                .effect(move |fx| fx.remove(&target, &rec.attachment))
-                .await
-            {
+            match self.remove_recorded(rec).await {
                 Ok(()) => self.records.end_teardown(&host)?,
                 Err(e) => {
                     tracing::error!(host_veth = %host, "unfinished teardown failed again: {e}")
@@ -466,20 +459,22 @@ impl CniService {
             if keep {
                 continue;
             }
-            // The netns may be long gone; removing the host end is what matters.
-            let target = Target {
-                netns: String::new(),
-                ifname: rec.target.ifname.clone(),
-            };
-            let plan = rec.attachment.clone();
-            self.effect(move |fx| fx.remove(&target, &plan)).await?;
-            self.records.remove(&Record::key(
-                &rec.network,
-                &rec.container_id,
-                &rec.target.ifname,
-            ))?;
+            let key = Record::key(&rec.network, &rec.container_id, &rec.target.ifname);
+            self.remove_recorded(rec).await?;
+            self.records.remove(&key)?;
         }
         Ok(String::new())
+    }
+
+    /// Removes what a record says the host built, without the runtime's netns: it may be long
+    /// gone (GC, a teardown left by a crash), and removing the host end takes the pod end too.
+    async fn remove_recorded(&self, rec: Record) -> Result<(), ServiceError> {
+        let target = Target {
+            netns: String::new(),
+            ifname: rec.target.ifname,
+        };
+        self.effect(move |fx| fx.remove(&target, &rec.attachment))
+            .await
     }
 }
 

@@ -16,6 +16,25 @@ use wasmgate::plugin::cni_types::{
 
 struct Plugin;
 
+/// A successful ADD that builds nothing; what the fixture wants to report rides in `dns`.
+fn answer(domain: Option<String>, options: Vec<String>) -> AddOutcome {
+    let dns = (domain.is_some() || !options.is_empty()).then(|| Dns {
+        nameservers: vec![],
+        domain,
+        search: vec![],
+        options,
+    });
+    AddOutcome {
+        result: CniResult {
+            interfaces: vec![],
+            ips: vec![],
+            routes: vec![],
+            dns,
+        },
+        attachment: None,
+    }
+}
+
 fn mode() -> String {
     wasi::config::store::get("mode")
         .ok()
@@ -46,20 +65,7 @@ impl Guest for Plugin {
             }
             // Hands the config it was given back in `dns.domain`, so tests can see exactly what
             // reached the plugin (unknown keys included).
-            "echo" => Ok(AddOutcome {
-                result: CniResult {
-                    interfaces: vec![],
-                    ips: vec![],
-                    routes: vec![],
-                    dns: Some(Dns {
-                        nameservers: vec![],
-                        domain: Some(conf.raw),
-                        search: vec![],
-                        options: vec![],
-                    }),
-                },
-                attachment: None,
-            }),
+            "echo" => Ok(answer(Some(conf.raw), vec![])),
             // Reports what ambient authority the sandbox left it: the host grants none, so every
             // probe must come back empty or refused.
             "probe" => {
@@ -71,35 +77,17 @@ impl Guest for Plugin {
                     Ok(_) => "connected".to_string(),
                     Err(k) => format!("{k:?}"),
                 };
-                Ok(AddOutcome {
-                    result: CniResult {
-                        interfaces: vec![],
-                        ips: vec![],
-                        routes: vec![],
-                        dns: Some(Dns {
-                            nameservers: vec![],
-                            domain: None,
-                            search: vec![],
-                            options: vec![
-                                format!("env={env}"),
-                                format!("args={args}"),
-                                format!("fs={fs}"),
-                                format!("net={net}"),
-                            ],
-                        }),
-                    },
-                    attachment: None,
-                })
+                Ok(answer(
+                    None,
+                    vec![
+                        format!("env={env}"),
+                        format!("args={args}"),
+                        format!("fs={fs}"),
+                        format!("net={net}"),
+                    ],
+                ))
             }
-            _ => Ok(AddOutcome {
-                result: CniResult {
-                    interfaces: vec![],
-                    ips: vec![],
-                    routes: vec![],
-                    dns: None,
-                },
-                attachment: None,
-            }),
+            _ => Ok(answer(None, vec![])),
         }
     }
 
