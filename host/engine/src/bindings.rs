@@ -19,10 +19,31 @@ mod network {
     });
 }
 
+mod storage {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "wasmgate:plugin/storage-plugin",
+        imports: { default: trappable },
+        with: {
+            "wasi:keyvalue": crate::bindings::network::wasi::keyvalue,
+        },
+    });
+}
+
 /// The world a network plugin must fit, as shown in `wasmgate plugin list` and in link errors.
 pub const NETWORK_WORLD: &str = "wasmgate:plugin/network-plugin@0.1.0";
+
+/// The world a storage (CSI) plugin must fit.
+pub const STORAGE_WORLD: &str = "wasmgate:plugin/storage-plugin@0.1.0";
 
 pub use network::exports::wasmgate::plugin::network::Guest as NetworkGuest;
 pub use network::wasi::keyvalue;
 pub use network::wasmgate::plugin::cni_types;
 pub use network::{NetworkPlugin, NetworkPluginPre};
+
+pub use storage::exports::wasmgate::plugin::{
+    controller as csi_controller, identity as csi_identity, node as csi_node,
+    snapshots as csi_snapshots,
+};
+pub use storage::wasmgate::plugin::csi_types;
+pub use storage::{StoragePlugin, StoragePluginPre};

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use wasmtime::{Store, Trap};
 
-use crate::bindings::{NetworkGuest, NetworkPluginPre};
 use crate::engine::{EPOCH_TICK, WasmEngine};
 use crate::host::HostState;
 use crate::keyvalue::KvStore;
@@ -57,17 +56,23 @@ pub enum CallError {
 pub(crate) struct CallContext {
     pub(crate) plugin: String,
     pub(crate) engine: WasmEngine,
-    pub(crate) pre: NetworkPluginPre<HostState>,
     pub(crate) kv: Arc<KvStore>,
     pub(crate) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
     pub(crate) limits: Limits,
     pub(crate) inherit_stderr: bool,
+    pub(crate) data_dir: Option<std::path::PathBuf>,
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Where a call's body failed: instantiation errors are reported apart from the guest's own.
+pub(crate) enum Failure {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
 }
 
 pub(crate) async fn run<R, F>(ctx: CallContext, f: F) -> Result<R, CallError>
 where
-    F: FnOnce(&NetworkGuest, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
+    F: FnOnce(&mut Store<HostState>) -> Result<R, Failure> + Send + 'static,
     R: Send + 'static,
 {
     // Waiting for a slot beats failing: the pool has a fixed number of them.
@@ -99,9 +104,22 @@ where
 
 fn run_blocking<R, F>(ctx: CallContext, f: F) -> Result<R, CallError>
 where
-    F: FnOnce(&NetworkGuest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    F: FnOnce(&mut Store<HostState>) -> Result<R, Failure>,
 {
     let mut wasi = wasmtime_wasi::WasiCtx::builder();
+    // This thread is already a blocking one, so guest file IO need not hop to another.
+    wasi.allow_blocking_current_thread(true);
+    if let Some(dir) = &ctx.data_dir {
+        wasi.preopened_dir(
+            dir,
+            crate::registry::DATA_DIR_GUEST,
+            wasmtime_wasi::FsPerms::ReadWrite,
+        )
+        .map_err(|e| CallError::Instantiate {
+            plugin: ctx.plugin.clone(),
+            message: format!("cannot open granted directory {}: {e:#}", dir.display()),
+        })?;
+    }
     // Without a grant the guest's stderr goes to a small buffer that only an error report reads:
     // a panicking Rust guest says why there, and that belongs in the CNI error.
     let stderr = StderrTail::new(STDERR_CAPTURE);
@@ -126,21 +144,21 @@ where
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
 
-    let instance = match ctx.pre.instantiate(&mut store) {
-        Ok(i) => i,
-        Err(e) => {
-            return Err(
+    match f(&mut store) {
+        Ok(r) => Ok(r),
+        Err(Failure::Instantiate(e)) => {
+            Err(
                 classify(&ctx, &store, e).unwrap_or_else(|e| CallError::Instantiate {
                     plugin: ctx.plugin.clone(),
                     message: format!("{e:#}"),
                 }),
-            );
+            )
         }
-    };
-    let out = f(instance.wasmgate_plugin_network(), &mut store);
-    out.map_err(|e| {
-        classify(&ctx, &store, e).unwrap_or_else(|e| trap(&ctx.plugin, &e, &stderr.contents()))
-    })
+        Err(Failure::Call(e)) => {
+            Err(classify(&ctx, &store, e)
+                .unwrap_or_else(|e| trap(&ctx.plugin, &e, &stderr.contents())))
+        }
+    }
 }
 
 /// The most telling short line: a Rust panic message from stderr, else the trap itself.

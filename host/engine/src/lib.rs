@@ -34,5 +34,5 @@ pub use call::{CallError, Limits};
 pub use engine::{EngineConfig, WasmEngine};
 pub use error::EngineError;
 pub use host::HostState;
-pub use registry::{LoadedPlugin, PluginInfo, PluginSpec, Registry};
+pub use registry::{DATA_DIR_GUEST, LoadedPlugin, PluginInfo, PluginSpec, Registry, World};
 pub use wasmtime;

@@ -11,8 +11,11 @@ use serde::Serialize;
 use wasmtime::Store;
 
 use crate::EngineError;
-use crate::bindings::{NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre};
-use crate::call::{self, CallContext, CallError, Limits};
+use crate::bindings::{
+    NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre, STORAGE_WORLD, StoragePlugin,
+    StoragePluginPre,
+};
+use crate::call::{self, CallContext, CallError, Failure, Limits};
 use crate::engine::{WasmEngine, sha256_hex};
 use crate::host::HostState;
 use crate::keyvalue::KvStore;
@@ -27,6 +30,39 @@ pub struct PluginSpec {
     pub config: BTreeMap<String, String>,
     /// Let the guest write to the daemon's stderr (debugging only; it is not authority).
     pub inherit_stderr: bool,
+    /// Which world the component must fit.
+    pub world: World,
+    /// A host directory the guest sees, read-write, as [`DATA_DIR_GUEST`]; nothing else of the
+    /// filesystem is granted.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where a granted data directory appears inside the guest.
+pub const DATA_DIR_GUEST: &str = "/data";
+
+/// The plugin worlds of the `wasmgate:plugin` package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum World {
+    #[default]
+    Network,
+    Storage,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Network => NETWORK_WORLD,
+            World::Storage => STORAGE_WORLD,
+        }
+    }
+}
+
+/// The type-checked entry points of one compiled component.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    Network(NetworkPluginPre<HostState>),
+    Storage(StoragePluginPre<HostState>),
 }
 
 impl PluginSpec {
@@ -37,6 +73,16 @@ impl PluginSpec {
             limits: Limits::default(),
             config: BTreeMap::new(),
             inherit_stderr: false,
+            world: World::Network,
+            data_dir: None,
+        }
+    }
+
+    pub fn storage(name: impl Into<String>, path: impl Into<PathBuf>, data_dir: PathBuf) -> Self {
+        Self {
+            world: World::Storage,
+            data_dir: Some(data_dir),
+            ..Self::new(name, path)
         }
     }
 }
@@ -46,7 +92,7 @@ pub struct LoadedPlugin {
     spec: PluginSpec,
     info: PluginInfo,
     engine: WasmEngine,
-    pre: NetworkPluginPre<HostState>,
+    pre: Pre,
     kv: Arc<KvStore>,
     config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
     permits: Arc<tokio::sync::Semaphore>,
@@ -81,17 +127,54 @@ impl LoadedPlugin {
         F: FnOnce(&NetworkGuest, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let ctx = CallContext {
+        let Pre::Network(pre) = self.pre.clone() else {
+            return Err(self.wrong_world(World::Network));
+        };
+        call::run(self.call_context(), move |store| {
+            let inst = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
+            f(inst.wasmgate_plugin_network(), store).map_err(Failure::Call)
+        })
+        .await
+    }
+
+    /// Runs `f` against a fresh instance of this storage plugin, within its limits.
+    pub async fn storage<R, F>(&self, f: F) -> Result<R, CallError>
+    where
+        F: FnOnce(&StoragePlugin, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let Pre::Storage(pre) = self.pre.clone() else {
+            return Err(self.wrong_world(World::Storage));
+        };
+        call::run(self.call_context(), move |store| {
+            let inst = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
+            f(&inst, store).map_err(Failure::Call)
+        })
+        .await
+    }
+
+    fn wrong_world(&self, wanted: World) -> CallError {
+        CallError::Instantiate {
+            plugin: self.spec.name.clone(),
+            message: format!(
+                "plugin fits {} but is used as {}",
+                self.info.world,
+                wanted.name()
+            ),
+        }
+    }
+
+    fn call_context(&self) -> CallContext {
+        CallContext {
             plugin: self.spec.name.clone(),
             engine: self.engine.clone(),
-            pre: self.pre.clone(),
             kv: self.kv.clone(),
             config: self.config.clone(),
             limits: self.spec.limits,
             inherit_stderr: self.spec.inherit_stderr,
+            data_dir: self.spec.data_dir.clone(),
             permits: self.permits.clone(),
-        };
-        call::run(ctx, f).await
+        }
     }
 
     /// Instantiates once and keeps the instance: only for measuring what a fresh instance costs.
@@ -104,7 +187,10 @@ impl LoadedPlugin {
             self.spec.limits.memory_bytes,
         );
         store.set_epoch_deadline(u64::MAX / 2);
-        let inst = self.pre.instantiate(&mut store).map_err(|e| {
+        let Pre::Network(pre) = &self.pre else {
+            return Err(EngineError::Call(self.wrong_world(World::Network)));
+        };
+        let inst = pre.instantiate(&mut store).map_err(|e| {
             EngineError::Call(CallError::Instantiate {
                 plugin: self.spec.name.clone(),
                 message: format!("{e:#}"),
@@ -255,13 +341,16 @@ fn build(
     let (component, cached) = engine.compile_cached(&spec.name, &bytes, &sha256, cache_dir)?;
     let link = |e: wasmtime::Error| EngineError::Link {
         name: spec.name.clone(),
-        world: NETWORK_WORLD,
+        world: spec.world.name(),
         message: format!("{e:#}"),
     };
-    // instantiate_pre type-checks every import; NetworkPluginPre checks the exports. A plugin that
+    // instantiate_pre type-checks every import; the world's Pre checks the exports. A plugin that
     // needs something we don't grant fails here, before it could replace a working version.
     let pre = engine.linker.instantiate_pre(&component).map_err(link)?;
-    let pre = NetworkPluginPre::new(pre).map_err(link)?;
+    let pre = match spec.world {
+        World::Network => Pre::Network(NetworkPluginPre::new(pre).map_err(link)?),
+        World::Storage => Pre::Storage(StoragePluginPre::new(pre).map_err(link)?),
+    };
     let config = Arc::new(
         spec.config
             .iter()
@@ -277,7 +366,7 @@ fn build(
             name: spec.name.clone(),
             path: spec.path.clone(),
             sha256,
-            world: NETWORK_WORLD.to_string(),
+            world: spec.world.name().to_string(),
             loaded_at,
             cached,
             generation,
