@@ -1,4 +1,6 @@
-//! Host network effects for wasmgate: the part of a CNI call that touches the kernel.
+//! Host effects for wasmgate: the part of a CNI or CSI call that touches the kernel.
+//!
+//! # Network (CNI)
 //!
 //! A network plugin never gets netlink. It returns an attachment *plan*
 //! ([`wasmgate_cni::plan::Attachment`]) as plain data, and the daemon carries it out:
@@ -37,9 +39,58 @@
 //! effects.remove(&target, &plan).unwrap();
 //! assert!(effects.verify(&target, &plan).is_err());
 //! ```
+//!
+//! # Mounts (CSI)
+//!
+//! A storage plugin never mounts either. Stage and publish return a list of [`MountRequest`]s in
+//! the plugin's own view of the filesystem, and the daemon carries them out:
+//!
+//! ```text
+//! plugin stage/publish -> plan -> validate_mounts(plan, ctx) -> Vec<Mount> -> MountEffects::mount
+//! plugin unstage/unpublish                                   -> MountEffects::unmount(target)
+//! NodeGetVolumeStats                                         -> MountEffects::usage(path)
+//! ```
+//!
+//! [`validate_mounts`] allows exactly one target, the request's `target_path` (publish) or
+//! `staging_target_path` (stage), and three sources: a path under the plugin's data directory,
+//! resolved on the host with symlinks followed and refused if it lands outside; the staging path
+//! (publish only); or a fresh tmpfs of at most 64 GiB. Options come from a short allow-list
+//! ([`ALLOWED_OPTIONS`]) that can only restrict a mount. Its refusals are
+//! [`EffectError::Denied`]. [`LinuxMounts`] is the real [`MountEffects`] and [`RecordingMounts`]
+//! the recording fake; as with the network side the API is synchronous, for `spawn_blocking`.
+//!
+//! ```
+//! use std::path::Path;
+//! use wasmgate_effects::{
+//!     MountCall, MountContext, MountEffects, MountRequest, RecordingMounts, RequestSource,
+//!     validate_mounts,
+//! };
+//!
+//! let ctx = MountContext {
+//!     target_path: Some("/var/lib/kubelet/pods/p1/volumes/v1/mount".into()),
+//!     staging_path: None,
+//!     grant_guest: "/data".into(),
+//!     grant_host: std::env::temp_dir(),
+//! };
+//! let plan = [MountRequest {
+//!     source: RequestSource::Tmpfs(64 << 20),
+//!     target: "/var/lib/kubelet/pods/p1/volumes/v1/mount".into(),
+//!     read_only: false,
+//!     options: vec!["nosuid".into(), "nodev".into()],
+//! }];
+//! let mounts = validate_mounts(&plan, &ctx).unwrap();
+//!
+//! let effects = RecordingMounts::new();
+//! effects.mount(&mounts[0]).unwrap();
+//! assert!(effects.is_mounted(&mounts[0].target).unwrap());
+//! effects.unmount(&mounts[0].target, true).unwrap();
+//! assert!(!effects.is_mounted(Path::new("/var/lib/kubelet/pods/p1/volumes/v1/mount")).unwrap());
+//! assert!(matches!(effects.calls()[0], MountCall::Mount(_)));
+//! ```
 
 mod error;
 pub mod fake;
+pub mod mount;
 pub mod netlink;
 pub mod validate;
 
@@ -48,6 +99,10 @@ use wasmgate_cni::plan::{Attachment, Target};
 
 pub use error::EffectError;
 pub use fake::{Call, RecordingFake};
+pub use mount::{
+    ALLOWED_OPTIONS, LinuxMounts, MAX_MOUNTS, MAX_TMPFS_BYTES, Mount, MountCall, MountContext,
+    MountEffects, MountRequest, RecordingMounts, RequestSource, Source, Usage, validate_mounts,
+};
 pub use netlink::Netlink;
 pub use validate::{NetPolicy, validate};
 
