@@ -7,11 +7,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use wasmgate_effects::NetPolicy;
-use wasmgate_engine::{EngineConfig, Limits, PluginSpec};
+use wasmgate_engine::{EngineConfig, Limits, PluginSpec, World};
 
 /// Where the example plugin lands when built from this repository.
 pub const DEFAULT_PLUGIN_PATH: &str =
     "plugins/rust/bridge-ipam/target/wasm32-wasip2/release/bridge_ipam.wasm";
+/// Where the example CSI driver lands when built from this repository.
+pub const DEFAULT_STORAGE_PLUGIN_PATH: &str =
+    "plugins/rust/hostpath-csi/target/wasm32-wasip2/release/hostpath_csi.wasm";
+/// The example driver's name, as kubelet and the CSIDriver object know it.
+pub const DEFAULT_DRIVER: &str = "hostpath.csi.wasmgate.io";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,7 +25,66 @@ pub struct Config {
     pub engine: EngineSection,
     pub admin: AdminSection,
     pub cni: CniSection,
+    /// The CSI driver. A config file without a `[csi]` table serves no CSI; the embedded
+    /// defaults serve the example driver.
+    #[serde(default)]
+    pub csi: Option<CsiSection>,
     pub plugins: BTreeMap<String, PluginSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsiSection {
+    /// The driver name kubelet registers, `GetPluginInfo`'s name.
+    pub driver: String,
+    /// The storage plugin (declared under `[plugins]` with `world = "storage"`) that serves it.
+    pub plugin: String,
+    /// Default `/var/lib/kubelet/plugins/<driver>/csi.sock`.
+    pub socket: Option<PathBuf>,
+    /// Serve kubelet's plugin-registration API, so no node-driver-registrar sidecar is needed.
+    pub registration: bool,
+    pub registration_dir: PathBuf,
+    /// This node's ID as the driver reports it; default the host name.
+    pub node_id: Option<String>,
+}
+
+impl Default for CsiSection {
+    fn default() -> Self {
+        Self {
+            driver: DEFAULT_DRIVER.to_string(),
+            plugin: "hostpath".to_string(),
+            socket: None,
+            registration: true,
+            registration_dir: "/var/lib/kubelet/plugins_registry".into(),
+            node_id: None,
+        }
+    }
+}
+
+impl CsiSection {
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(|| {
+            PathBuf::from("/var/lib/kubelet/plugins")
+                .join(&self.driver)
+                .join("csi.sock")
+        })
+    }
+
+    /// Where kubelet's plugin watcher looks for this driver's registration socket.
+    pub fn registration_socket(&self) -> PathBuf {
+        self.registration_dir
+            .join(format!("{}-reg.sock", self.driver))
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_string())
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +153,13 @@ pub struct PluginSection {
     pub watch: bool,
     #[serde(default)]
     pub stderr: bool,
+    /// `network` (CNI) or `storage` (CSI).
+    #[serde(default)]
+    pub world: World,
+    /// Storage plugins only: the host directory granted to the plugin as `/data`; default
+    /// `<state_dir>/plugins/<name>/data`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -119,6 +190,24 @@ impl Default for Config {
                 host_prefix: default_host_prefix(),
                 watch: true,
                 stderr: false,
+                world: World::Network,
+                data_dir: None,
+            },
+        );
+        plugins.insert(
+            "hostpath".to_string(),
+            PluginSection {
+                path: DEFAULT_STORAGE_PLUGIN_PATH.into(),
+                timeout_ms: 10_000,
+                memory_mb: default_memory_mb(),
+                failure: FailurePolicy::Closed,
+                config: BTreeMap::new(),
+                bridges: Vec::new(),
+                host_prefix: None,
+                watch: true,
+                stderr: false,
+                world: World::Storage,
+                data_dir: None,
             },
         );
         Self {
@@ -126,6 +215,7 @@ impl Default for Config {
             engine: EngineSection::default(),
             admin: AdminSection::default(),
             cni: CniSection::default(),
+            csi: Some(CsiSection::default()),
             plugins,
         }
     }
@@ -192,6 +282,11 @@ impl Config {
             if p.path.is_relative() {
                 p.path = base.join(&p.path);
             }
+            if let Some(d) = &p.data_dir
+                && d.is_relative()
+            {
+                p.data_dir = Some(base.join(d));
+            }
         }
         cfg.validate()?;
         Ok(cfg)
@@ -210,16 +305,49 @@ impl Config {
                     "plugin {name}: timeout_ms and memory_mb must be positive"
                 )));
             }
-            // A CNI call that silently skips its plugin would leave a pod without a network.
+            // A CNI or CSI call that silently skips its plugin would leave a pod without a
+            // network or a volume.
             if p.failure == FailurePolicy::Open {
                 return Err(ConfigError::Invalid(format!(
-                    "plugin {name}: failure = \"open\" is for runtime hooks; network plugins always fail closed"
+                    "plugin {name}: failure = \"open\" is for runtime hooks; network and storage plugins always fail closed"
                 )));
             }
             if p.memory_mb > self.engine.max_memory_mb {
                 return Err(ConfigError::Invalid(format!(
                     "plugin {name}: memory_mb {} exceeds engine.max_memory_mb {}",
                     p.memory_mb, self.engine.max_memory_mb
+                )));
+            }
+        }
+        match self.plugins.get(&self.cni.default_plugin) {
+            Some(p) if p.world != World::Network => {
+                return Err(ConfigError::Invalid(format!(
+                    "cni.default_plugin {:?} is a {:?} plugin, not a network one",
+                    self.cni.default_plugin, p.world
+                )));
+            }
+            _ => {}
+        }
+        if let Some(csi) = &self.csi {
+            match self.plugins.get(&csi.plugin) {
+                None => {
+                    return Err(ConfigError::Invalid(format!(
+                        "csi.plugin {:?} is not declared under [plugins]",
+                        csi.plugin
+                    )));
+                }
+                Some(p) if p.world != World::Storage => {
+                    return Err(ConfigError::Invalid(format!(
+                        "csi.plugin {:?} must be declared with world = \"storage\"",
+                        csi.plugin
+                    )));
+                }
+                Some(_) => {}
+            }
+            if csi.driver.is_empty() || csi.driver.len() > 63 {
+                return Err(ConfigError::Invalid(format!(
+                    "csi.driver {:?} must be 1 to 63 characters",
+                    csi.driver
                 )));
             }
         }
@@ -242,7 +370,27 @@ impl Config {
         };
         spec.config = p.config.clone();
         spec.inherit_stderr = p.stderr;
+        spec.world = p.world;
+        if p.world == World::Storage {
+            spec.data_dir = Some(self.data_dir(name, p));
+            // The driver reports the node it runs on; the operator's config wins.
+            if let Some(csi) = self.csi.as_ref().filter(|c| c.plugin == name) {
+                spec.config
+                    .entry("node-id".to_string())
+                    .or_insert_with(|| csi.node_id());
+                spec.config
+                    .entry("driver-name".to_string())
+                    .or_insert_with(|| csi.driver.clone());
+            }
+        }
         spec
+    }
+
+    /// The directory a storage plugin is granted.
+    pub fn data_dir(&self, name: &str, p: &PluginSection) -> PathBuf {
+        p.data_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("plugins").join(name).join("data"))
     }
 
     pub fn net_policy(p: &PluginSection) -> NetPolicy {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cni;
 pub mod config;
+pub mod csi;
 mod socket;
 pub mod state;
 pub mod trace;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmgate_cni::queue::DelQueue;
-use wasmgate_effects::{Netlink, NetworkEffects};
+use wasmgate_effects::{LinuxMounts, MountEffects, Netlink, NetworkEffects};
 use wasmgate_engine::{Registry, WasmEngine};
 
 use crate::cni::{CniService, PluginPolicy};
@@ -46,35 +47,52 @@ pub enum DaemonError {
     Watch(#[from] notify::Error),
 }
 
-/// Runs the daemon until `shutdown` resolves.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    run_with(cfg, Arc::new(Netlink::new()), shutdown).await
+/// The host effects the daemon carries plugins' plans out with.
+pub struct Effects {
+    pub network: Arc<dyn NetworkEffects>,
+    pub mounts: Arc<dyn MountEffects>,
 }
 
-/// [`run`] with the host effects given, so tests can substitute the recording fake.
+impl Effects {
+    /// The kernel: netlink and mount(2).
+    pub fn real() -> Self {
+        Self {
+            network: Arc::new(Netlink::new()),
+            mounts: Arc::new(LinuxMounts),
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    run_with(cfg, Effects::real(), shutdown).await
+}
+
+/// [`run`] with the host effects given, so tests can substitute the recording fakes.
 pub async fn run_with(
     cfg: Config,
-    effects: Arc<dyn NetworkEffects>,
+    effects: Effects,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     cfg.validate()?;
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.state_dir)
-            .map_err(|source| DaemonError::Io {
-                what: "create state dir",
-                path: cfg.state_dir.clone(),
-                source,
-            })?;
-    }
+    create_private_dir(&cfg.state_dir).map_err(|source| DaemonError::Io {
+        what: "create state dir",
+        path: cfg.state_dir.clone(),
+        source,
+    })?;
     let engine = WasmEngine::new(&cfg.engine_config())?;
     let registry = Arc::new(Registry::new(engine, cfg.state_dir.clone()));
     let mut policies = BTreeMap::new();
     let mut watched = HashMap::new();
     for (name, p) in &cfg.plugins {
+        if p.world == wasmgate_engine::World::Storage {
+            let dir = cfg.data_dir(name, p);
+            create_private_dir(&dir).map_err(|source| DaemonError::Io {
+                what: "create plugin data dir",
+                path: dir.clone(),
+                source,
+            })?;
+        }
         // One plugin that cannot load (its file not deployed yet, a bad build) must not keep the
         // others from serving; its calls fail with code 50 until a reload or a file event loads it.
         match registry.load(cfg.plugin_spec(name, p)).await {
@@ -98,8 +116,8 @@ pub async fn run_with(
     let svc = Arc::new(
         CniService::new(
             registry.clone(),
-            effects,
-            records,
+            effects.network,
+            records.clone(),
             policies,
             cfg.cni.default_plugin.clone(),
         )
@@ -145,6 +163,43 @@ pub async fn run_with(
         }
     });
     let cni_task = tokio::spawn(cni::server::serve(cni_listener, svc));
+    let mut csi_tasks = Vec::new();
+    if let Some(csi) = &cfg.csi {
+        let p = &cfg.plugins[&csi.plugin];
+        let svc = Arc::new(csi::CsiService::new(
+            registry.clone(),
+            csi.plugin.clone(),
+            cfg.data_dir(&csi.plugin, p),
+            effects.mounts,
+            records.clone(),
+            trace.clone(),
+        ));
+        let path = csi.socket_path();
+        // kubelet and the sidecars run as root; nobody else has business on this socket.
+        let listener = socket::bind(&path, 0o600).map_err(io("bind csi socket", &path))?;
+        csi_tasks.push(tokio::spawn(async move {
+            if let Err(e) = csi::server::serve(listener, svc, std::future::pending()).await {
+                tracing::error!("csi server stopped: {e}");
+            }
+        }));
+        tracing::info!(csi = %path.display(), driver = %csi.driver, "serving csi");
+        if csi.registration {
+            let reg_path = csi.registration_socket();
+            let listener = socket::bind(&reg_path, 0o600)
+                .map_err(io("bind registration socket", &reg_path))?;
+            let reg = Arc::new(csi::registration::Registration::new(
+                csi.driver.clone(),
+                path,
+            ));
+            csi_tasks.push(tokio::spawn(async move {
+                if let Err(e) =
+                    csi::registration::serve(listener, reg, std::future::pending()).await
+                {
+                    tracing::error!("registration server stopped: {e}");
+                }
+            }));
+        }
+    }
     let admin_task = tokio::spawn(admin::serve(admin_listener, registry, trace));
     tracing::info!(cni = %cfg.cni.socket.display(), admin = %cfg.admin.socket.display(), "serving");
 
@@ -152,7 +207,22 @@ pub async fn run_with(
     cni_task.abort();
     admin_task.abort();
     poller.abort();
+    for t in csi_tasks {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&cfg.cni.socket);
     let _ = std::fs::remove_file(&cfg.admin.socket);
+    if let Some(csi) = &cfg.csi {
+        let _ = std::fs::remove_file(csi.socket_path());
+        let _ = std::fs::remove_file(csi.registration_socket());
+    }
     Ok(())
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

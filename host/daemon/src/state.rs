@@ -15,6 +15,10 @@ const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("cni.atta
 /// by host veth name. Finished on the next start if the daemon dies first.
 const TEARDOWN: TableDefinition<&str, &[u8]> = TableDefinition::new("cni.teardown");
 
+/// Mounts the host made for CSI, by target (publish) or staging path (stage). Written before the
+/// mount, so an unpublish after a crash still finds what to undo.
+const CSI_MOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("csi.mounts");
+
 #[derive(Debug, thiserror::Error)]
 #[error("host state: {0}")]
 pub struct StateError(String);
@@ -129,7 +133,15 @@ impl Records {
 
     /// Teardowns a previous run did not finish.
     pub fn teardowns(&self) -> Result<Vec<Record>, StateError> {
-        self.read(TEARDOWN, Vec::new(), |t| {
+        self.all(TEARDOWN)
+    }
+
+    /// Every value of `table`, decoded.
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StateError> {
+        self.read(table, Vec::new(), |t| {
             let mut out = Vec::new();
             for entry in t.iter().map_err(err)? {
                 let (_, v) = entry.map_err(err)?;
@@ -153,6 +165,62 @@ impl Records {
             }
             Ok(out)
         })
+    }
+}
+
+/// Whether a CSI mount record is a NodeStageVolume or a NodePublishVolume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Stage,
+    Publish,
+}
+
+/// What one NodeStageVolume or NodePublishVolume mounted at its path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub kind: MountKind,
+    pub volume_id: String,
+    pub plugin: String,
+    pub path: std::path::PathBuf,
+    pub readonly: bool,
+    pub mounts: Vec<wasmgate_effects::Mount>,
+}
+
+impl Records {
+    pub fn put_mount(&self, rec: &MountRecord) -> Result<(), StateError> {
+        let key = rec.path.to_string_lossy();
+        let bytes = serde_json::to_vec(rec).map_err(err)?;
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(CSI_MOUNTS)
+            .map_err(err)?
+            .insert(key.as_ref(), bytes.as_slice())
+            .map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    pub fn mount(&self, path: &Path) -> Result<Option<MountRecord>, StateError> {
+        let key = path.to_string_lossy();
+        self.read(CSI_MOUNTS, None, |t| {
+            match t.get(key.as_ref()).map_err(err)? {
+                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(err)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    pub fn remove_mount(&self, path: &Path) -> Result<(), StateError> {
+        let key = path.to_string_lossy();
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(CSI_MOUNTS)
+            .map_err(err)?
+            .remove(key.as_ref())
+            .map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    pub fn mounts(&self) -> Result<Vec<MountRecord>, StateError> {
+        self.all(CSI_MOUNTS)
     }
 }
 

@@ -23,8 +23,13 @@ pub struct CallRecord {
     pub plugin: Option<String>,
     pub plugin_sha256: Option<String>,
     pub network: Option<String>,
+    #[serde(default)]
     pub container_id: String,
+    #[serde(default)]
     pub ifname: String,
+    /// The call's key IDs for interfaces other than CNI, e.g. `volume_id` and `target_path`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ids: BTreeMap<String, String>,
     pub ok: bool,
     pub code: Option<u32>,
     pub msg: Option<String>,
@@ -115,6 +120,7 @@ mod tests {
             network: None,
             container_id: "c".into(),
             ifname: "eth0".into(),
+            ids: BTreeMap::new(),
             ok,
             code: (!ok).then_some(7),
             msg: None,

@@ -136,6 +136,7 @@ impl CniService {
             network: seen.network,
             container_id: cid,
             ifname,
+            ids: Default::default(),
             ok: code.is_none(),
             code,
             msg,

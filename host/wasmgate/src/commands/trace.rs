@@ -51,13 +51,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     format!("... {count} calls not shown (reader too slow)")
                 }
                 TraceLine::Call(c) => format!(
-                    "{} {}.{} {} {}/{} plugin={}@{} {} {}µs{}",
+                    "{} {}.{} {} plugin={}@{} {} {}µs{}",
                     c.at_ms,
                     c.interface,
                     c.method,
-                    c.network.as_deref().unwrap_or("-"),
-                    c.container_id,
-                    c.ifname,
+                    subject(&c),
                     c.plugin.as_deref().unwrap_or("-"),
                     c.plugin_sha256
                         .as_deref()
@@ -77,4 +75,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         writeln!(out, "{text}").and_then(|_| out.flush()).is_ok()
     })
     .context("wasmgate trace")
+}
+
+/// Who a call was about: the pod's attachment for CNI, the key IDs otherwise.
+fn subject(c: &wasmgate_daemon::trace::CallRecord) -> String {
+    if c.ids.is_empty() {
+        format!(
+            "{} {}/{}",
+            c.network.as_deref().unwrap_or("-"),
+            c.container_id,
+            c.ifname
+        )
+    } else {
+        c.ids
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }

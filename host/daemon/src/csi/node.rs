@@ -1,0 +1,469 @@
+//! csi.v1.Node. Stage and publish carry out the plugin's mount plan; unstage and unpublish undo
+//! what the host recorded, whatever the plugin says, so a crash in between never strands a mount.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use wasmgate_effects::{MountContext, validate_mounts};
+use wasmgate_engine::DATA_DIR_GUEST;
+use wasmgate_engine::bindings::csi_node as wn;
+use wasmgate_engine::bindings::csi_types::NodeCapability as Cap;
+use wasmgate_proto::csi::v1 as pb;
+
+use super::{CsiService, ServiceError, convert, required, required_path, volume_key};
+use crate::state::{MountKind, MountRecord};
+
+pub struct Node(pub Arc<CsiService>);
+
+type Reply<T> = Result<Response<T>, Status>;
+
+impl CsiService {
+    /// Checks the plan, records it, then mounts it; on failure unmounts what it mounted and
+    /// forgets the record.
+    async fn carry_out(
+        &self,
+        kind: MountKind,
+        volume_id: &str,
+        path: &Path,
+        readonly: bool,
+        plan: Vec<wasmgate_engine::bindings::csi_types::Mount>,
+        staging: Option<PathBuf>,
+    ) -> Result<(), ServiceError> {
+        let ctx = MountContext {
+            target_path: (kind == MountKind::Publish).then(|| path.to_path_buf()),
+            staging_path: match kind {
+                MountKind::Stage => Some(path.to_path_buf()),
+                MountKind::Publish => staging,
+            },
+            grant_guest: DATA_DIR_GUEST.to_string(),
+            grant_host: self.grant.clone(),
+        };
+        let mut mounts = validate_mounts(&convert::mounts(plan), &ctx).inspect_err(
+            |e| tracing::error!(plugin = %self.plugin, volume_id, "refused mount plan: {e}"),
+        )?;
+        // A read-only publish is read-only whatever the plan says.
+        if readonly {
+            for m in &mut mounts {
+                m.read_only = true;
+            }
+        }
+        let rec = MountRecord {
+            kind,
+            volume_id: volume_id.to_string(),
+            plugin: self.plugin.clone(),
+            path: path.to_path_buf(),
+            readonly,
+            mounts: mounts.clone(),
+        };
+        self.records.put_mount(&rec)?;
+        let effects = self.mounts.clone();
+        let target = path.to_path_buf();
+        let remove_dir = kind == MountKind::Publish;
+        let out = tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
+            for m in &mounts {
+                if let Err(e) = effects.mount(m) {
+                    let _ = effects.unmount(&target, remove_dir);
+                    return Err(e.into());
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ServiceError::Task(e.to_string()))?;
+        if out.is_err() {
+            self.records.remove_mount(path)?;
+        }
+        out
+    }
+
+    /// Unmounts whatever is at `path` (recorded or not: the record may predate a crash, or be
+    /// lost with one), then forgets the record.
+    async fn undo(&self, path: &Path, remove_dir: bool) -> Result<(), ServiceError> {
+        let effects = self.mounts.clone();
+        let target = path.to_path_buf();
+        tokio::task::spawn_blocking(move || effects.unmount(&target, remove_dir))
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))??;
+        self.records.remove_mount(path)?;
+        Ok(())
+    }
+
+    /// The recorded mount at `path`, if it is for `volume_id`; ALREADY_EXISTS-style conflicts are
+    /// the caller's to judge.
+    fn recorded(&self, path: &Path) -> Result<Option<MountRecord>, ServiceError> {
+        Ok(self.records.mount(path)?)
+    }
+}
+
+fn already_exists(what: String) -> ServiceError {
+    ServiceError::Plugin(wasmgate_engine::bindings::csi_types::CsiError {
+        code: wasmgate_engine::bindings::csi_types::ErrorCode::AlreadyExists,
+        message: what,
+    })
+}
+
+/// Whether a recorded mount still stands: a record without its mount (a crash before the mount,
+/// or someone unmounted it) must be redone, not reported as done.
+async fn still_mounted(svc: &CsiService, rec: &MountRecord) -> bool {
+    let effects = svc.mounts.clone();
+    let path = rec.path.clone();
+    tokio::task::spawn_blocking(move || effects.is_mounted(&path).unwrap_or(false))
+        .await
+        .unwrap_or(false)
+}
+
+fn existing_path(p: &Path, field: &str) -> Result<(), ServiceError> {
+    if !p.exists() {
+        return Err(ServiceError::NotFound(format!(
+            "{field} {} does not exist",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl pb::node_server::Node for Node {
+    async fn node_stage_volume(
+        &self,
+        req: Request<pb::NodeStageVolumeRequest>,
+    ) -> Reply<pb::NodeStageVolumeResponse> {
+        let req = req.into_inner();
+        let mut call = self.0.call(
+            "NodeStageVolume",
+            &[
+                ("volume_id", &req.volume_id),
+                ("staging_target_path", &req.staging_target_path),
+            ],
+        );
+        let out = async {
+            required(&req.volume_id, "volume_id")?;
+            let path = required_path(&req.staging_target_path, "staging_target_path")?;
+            let cap = convert::required_capability(req.volume_capability)?;
+            call.require_node(Cap::StageUnstageVolume).await?;
+            let _guard = call.lock(&[volume_key(&req.volume_id)])?;
+            if let Some(rec) = self.0.recorded(&path)? {
+                if rec.volume_id != req.volume_id {
+                    return Err(already_exists(format!(
+                        "{} already stages volume {}",
+                        path.display(),
+                        rec.volume_id
+                    )));
+                }
+                if still_mounted(&self.0, &rec).await {
+                    return Ok(pb::NodeStageVolumeResponse {});
+                }
+            }
+            let wreq = wn::StageRequest {
+                volume_id: req.volume_id.clone(),
+                publish_context: convert::map(req.publish_context),
+                staging_target_path: req.staging_target_path,
+                volume_capability: cap,
+                secrets: convert::map(req.secrets),
+                volume_context: convert::map(req.volume_context),
+            };
+            let plan = call
+                .plugin(move |p, s| p.wasmgate_plugin_node().call_stage_volume(s, &wreq))
+                .await??;
+            self.0
+                .carry_out(MountKind::Stage, &req.volume_id, &path, false, plan, None)
+                .await?;
+            Ok(pb::NodeStageVolumeResponse {})
+        }
+        .await;
+        call.finish(out)
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        req: Request<pb::NodeUnstageVolumeRequest>,
+    ) -> Reply<pb::NodeUnstageVolumeResponse> {
+        let req = req.into_inner();
+        let mut call = self.0.call(
+            "NodeUnstageVolume",
+            &[
+                ("volume_id", &req.volume_id),
+                ("staging_target_path", &req.staging_target_path),
+            ],
+        );
+        let out = async {
+            required(&req.volume_id, "volume_id")?;
+            let path = required_path(&req.staging_target_path, "staging_target_path")?;
+            call.require_node(Cap::StageUnstageVolume).await?;
+            let _guard = call.lock(&[volume_key(&req.volume_id)])?;
+            // kubelet owns the staging directory; only what was mounted on it goes.
+            self.0.undo(&path, false).await?;
+            call.plugin(move |p, s| {
+                p.wasmgate_plugin_node().call_unstage_volume(
+                    s,
+                    &req.volume_id,
+                    &req.staging_target_path,
+                )
+            })
+            .await??;
+            Ok(pb::NodeUnstageVolumeResponse {})
+        }
+        .await;
+        call.finish(out)
+    }
+
+    async fn node_publish_volume(
+        &self,
+        req: Request<pb::NodePublishVolumeRequest>,
+    ) -> Reply<pb::NodePublishVolumeResponse> {
+        let req = req.into_inner();
+        let mut call = self.0.call(
+            "NodePublishVolume",
+            &[
+                ("volume_id", &req.volume_id),
+                ("target_path", &req.target_path),
+            ],
+        );
+        let out = async {
+            required(&req.volume_id, "volume_id")?;
+            let path = required_path(&req.target_path, "target_path")?;
+            let cap = convert::required_capability(req.volume_capability)?;
+            let stages = call.caps().await?.node.contains(&Cap::StageUnstageVolume);
+            let staging = if stages && !req.staging_target_path.is_empty() {
+                Some(required_path(
+                    &req.staging_target_path,
+                    "staging_target_path",
+                )?)
+            } else {
+                None
+            };
+            let _guard = call.lock(&[volume_key(&req.volume_id)])?;
+            if let Some(staging) = &staging {
+                match self.0.recorded(staging)? {
+                    Some(rec) if rec.kind == MountKind::Stage && rec.volume_id == req.volume_id => {
+                    }
+                    _ => {
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "volume {} is not staged at {}",
+                            req.volume_id,
+                            staging.display()
+                        )));
+                    }
+                }
+            }
+            if let Some(rec) = self.0.recorded(&path)? {
+                if rec.volume_id != req.volume_id || rec.readonly != req.readonly {
+                    return Err(already_exists(format!(
+                        "{} already publishes volume {} (readonly {})",
+                        path.display(),
+                        rec.volume_id,
+                        rec.readonly
+                    )));
+                }
+                if still_mounted(&self.0, &rec).await {
+                    return Ok(pb::NodePublishVolumeResponse {});
+                }
+            }
+            let wreq = wn::PublishRequest {
+                volume_id: req.volume_id.clone(),
+                publish_context: convert::map(req.publish_context),
+                staging_target_path: if stages {
+                    req.staging_target_path
+                } else {
+                    String::new()
+                },
+                target_path: req.target_path,
+                volume_capability: cap,
+                readonly: req.readonly,
+                secrets: convert::map(req.secrets),
+                volume_context: convert::map(req.volume_context),
+            };
+            let plan = call
+                .plugin(move |p, s| p.wasmgate_plugin_node().call_publish_volume(s, &wreq))
+                .await??;
+            self.0
+                .carry_out(
+                    MountKind::Publish,
+                    &req.volume_id,
+                    &path,
+                    req.readonly,
+                    plan,
+                    staging,
+                )
+                .await?;
+            Ok(pb::NodePublishVolumeResponse {})
+        }
+        .await;
+        call.finish(out)
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        req: Request<pb::NodeUnpublishVolumeRequest>,
+    ) -> Reply<pb::NodeUnpublishVolumeResponse> {
+        let req = req.into_inner();
+        let mut call = self.0.call(
+            "NodeUnpublishVolume",
+            &[
+                ("volume_id", &req.volume_id),
+                ("target_path", &req.target_path),
+            ],
+        );
+        let out = async {
+            required(&req.volume_id, "volume_id")?;
+            let path = required_path(&req.target_path, "target_path")?;
+            let _guard = call.lock(&[volume_key(&req.volume_id)])?;
+            if let Some(rec) = self.0.recorded(&path)?
+                && rec.volume_id != req.volume_id
+            {
+                return Err(ServiceError::NotFound(format!(
+                    "{} publishes volume {}, not {}",
+                    path.display(),
+                    rec.volume_id,
+                    req.volume_id
+                )));
+            }
+            // Unmount first: an ephemeral volume's data goes with the plugin's unpublish, and
+            // must not vanish from under a mount that is still live.
+            self.0.undo(&path, true).await?;
+            call.plugin(move |p, s| {
+                p.wasmgate_plugin_node()
+                    .call_unpublish_volume(s, &req.volume_id, &req.target_path)
+            })
+            .await??;
+            Ok(pb::NodeUnpublishVolumeResponse {})
+        }
+        .await;
+        call.finish(out)
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        req: Request<pb::NodeGetVolumeStatsRequest>,
+    ) -> Reply<pb::NodeGetVolumeStatsResponse> {
+        let req = req.into_inner();
+        let mut call = self.0.call(
+            "NodeGetVolumeStats",
+            &[
+                ("volume_id", &req.volume_id),
+                ("volume_path", &req.volume_path),
+            ],
+        );
+        let out = async {
+            required(&req.volume_id, "volume_id")?;
+            let path = required_path(&req.volume_path, "volume_path")?;
+            call.require_node(Cap::GetVolumeStats).await?;
+            existing_path(&path, "volume_path")?;
+            let wreq = wn::StatsRequest {
+                volume_id: req.volume_id,
+                volume_path: req.volume_path,
+                staging_target_path: req.staging_target_path,
+            };
+            let condition = call
+                .plugin(move |p, s| p.wasmgate_plugin_node().call_get_volume_stats(s, &wreq))
+                .await??;
+            let effects = self.0.mounts.clone();
+            let usage = tokio::task::spawn_blocking(move || effects.usage(&path))
+                .await
+                .map_err(|e| ServiceError::Task(e.to_string()))??;
+            use pb::volume_usage::Unit;
+            let u = |available: u64, total: u64, used: u64, unit: Unit| pb::VolumeUsage {
+                available: available as i64,
+                total: total as i64,
+                used: used as i64,
+                unit: unit as i32,
+            };
+            Ok(pb::NodeGetVolumeStatsResponse {
+                usage: vec![
+                    u(
+                        usage.available_bytes,
+                        usage.total_bytes,
+                        usage.used_bytes,
+                        Unit::Bytes,
+                    ),
+                    u(
+                        usage.free_inodes,
+                        usage.total_inodes,
+                        usage.used_inodes,
+                        Unit::Inodes,
+                    ),
+                ],
+                volume_condition: condition.map(convert::condition_out),
+            })
+        }
+        .await;
+        call.finish(out)
+    }
+
+    async fn node_expand_volume(
+        &self,
+        req: Request<pb::NodeExpandVolumeRequest>,
+    ) -> Reply<pb::NodeExpandVolumeResponse> {
+        let req = req.into_inner();
+        let mut call = self.0.call(
+            "NodeExpandVolume",
+            &[
+                ("volume_id", &req.volume_id),
+                ("volume_path", &req.volume_path),
+            ],
+        );
+        let out = async {
+            required(&req.volume_id, "volume_id")?;
+            let path = required_path(&req.volume_path, "volume_path")?;
+            let range = req.capacity_range.map(convert::capacity).transpose()?;
+            let cap = req.volume_capability.map(convert::capability).transpose()?;
+            call.require_node(Cap::ExpandVolume).await?;
+            existing_path(&path, "volume_path")?;
+            let _guard = call.lock(&[volume_key(&req.volume_id)])?;
+            let wreq = wn::ExpandRequest {
+                volume_id: req.volume_id,
+                volume_path: req.volume_path,
+                capacity_range: range.unwrap_or(
+                    wasmgate_engine::bindings::csi_types::CapacityRange {
+                        required_bytes: 0,
+                        limit_bytes: 0,
+                    },
+                ),
+                staging_target_path: req.staging_target_path,
+                volume_capability: cap,
+                secrets: convert::map(req.secrets),
+            };
+            let capacity_bytes = call
+                .plugin(move |p, s| p.wasmgate_plugin_node().call_expand_volume(s, &wreq))
+                .await??;
+            Ok(pb::NodeExpandVolumeResponse { capacity_bytes })
+        }
+        .await;
+        call.finish(out)
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _req: Request<pb::NodeGetCapabilitiesRequest>,
+    ) -> Reply<pb::NodeGetCapabilitiesResponse> {
+        let mut call = self.0.call("NodeGetCapabilities", &[]);
+        let out = async {
+            let caps = call.caps().await?;
+            Ok(pb::NodeGetCapabilitiesResponse {
+                capabilities: caps.node.iter().map(|c| convert::node_cap(*c)).collect(),
+            })
+        }
+        .await;
+        call.finish(out)
+    }
+
+    async fn node_get_info(
+        &self,
+        _req: Request<pb::NodeGetInfoRequest>,
+    ) -> Reply<pb::NodeGetInfoResponse> {
+        let mut call = self.0.call("NodeGetInfo", &[]);
+        let out = async {
+            let info = call
+                .plugin(|p, s| p.wasmgate_plugin_node().call_get_info(s))
+                .await??;
+            Ok(pb::NodeGetInfoResponse {
+                node_id: info.node_id,
+                max_volumes_per_node: info.max_volumes_per_node,
+                accessible_topology: info.accessible_topology.map(convert::topology_out),
+            })
+        }
+        .await;
+        call.finish(out)
+    }
+}

@@ -1,0 +1,35 @@
+//! Serves the three CSI services on one unix socket until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use wasmgate_proto::csi::v1::{
+    controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
+};
+
+use super::CsiService;
+use super::controller::Controller;
+use super::identity::Identity;
+use super::node::Node;
+
+/// The largest request accepted; CSI messages are small, and a bigger one is a broken client.
+const MAX_MESSAGE: usize = 4 << 20;
+
+pub async fn serve(
+    listener: UnixListener,
+    svc: Arc<CsiService>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(
+            IdentityServer::new(Identity(svc.clone())).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ControllerServer::new(Controller(svc.clone())).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(NodeServer::new(Node(svc)).max_decoding_message_size(MAX_MESSAGE))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}
