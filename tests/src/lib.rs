@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod csi;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -406,8 +408,16 @@ pub struct Daemon {
     pub config: PathBuf,
     /// A command the daemon runs under, e.g. `["prlimit", "--as=…", "--"]`.
     pub wrapper: Vec<String>,
+    /// Run in the machine's own namespaces, not inside `node`: CSI mounts must be visible to
+    /// the test, and `ip netns exec` gives its command a private mount namespace.
+    pub host_namespaces: bool,
     child: Option<Child>,
 }
+
+/// The driver name CSI test daemons serve.
+pub const TEST_DRIVER: &str = "hostpath.csi.wasmgate.io";
+/// The node ID CSI test daemons report.
+pub const TEST_NODE: &str = "wasmgate-test-node";
 
 impl Daemon {
     /// Starts a daemon serving `plugins`; the first one is the CNI default.
@@ -447,10 +457,63 @@ impl Daemon {
             dir,
             config,
             wrapper,
+            host_namespaces: false,
             child: None,
         };
         d.spawn();
         d
+    }
+
+    /// A daemon serving the example CSI driver (`plugins/rust/hostpath-csi`) on
+    /// [`Daemon::csi_socket`], with `plugin_extra` TOML lines for its `[plugins.hostpath]` (e.g.
+    /// `config = { latency-ms = "300" }`), in the machine's mount namespace.
+    pub fn start_csi(plugin_extra: &str) -> Self {
+        Self::start_csi_from(plugin("hostpath-csi"), plugin_extra)
+    }
+
+    /// [`Daemon::start_csi`] with the driver component at `path`.
+    pub fn start_csi_from(path: PathBuf, plugin_extra: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique("wasmgate-csi-"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = format!(
+            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
+             [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"bridge\"\n\
+             [csi]\ndriver = \"{TEST_DRIVER}\"\nplugin = \"hostpath\"\nsocket = \"{d}/csi.sock\"\n\
+             registration_dir = \"{d}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\n\
+             [plugins.bridge]\npath = \"{b}\"\n\
+             [plugins.hostpath]\nworld = \"storage\"\npath = \"{h}\"\n{plugin_extra}\n",
+            d = dir.display(),
+            b = plugin("bridge-ipam").display(),
+            h = path.display(),
+        );
+        let config = dir.join("wasmgate.toml");
+        std::fs::write(&config, toml).unwrap();
+        let mut d = Self {
+            node: Netns::new("wgc"),
+            dir,
+            config,
+            wrapper: Vec::new(),
+            host_namespaces: true,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn csi_socket(&self) -> PathBuf {
+        self.dir.join("csi.sock")
+    }
+
+    pub fn registration_socket(&self) -> PathBuf {
+        self.dir
+            .join("plugins_registry")
+            .join(format!("{TEST_DRIVER}-reg.sock"))
+    }
+
+    /// The directory the CSI driver is granted: `<state_dir>/plugins/hostpath/data`.
+    pub fn csi_data(&self) -> PathBuf {
+        self.dir.join("state/plugins/hostpath/data")
     }
 
     pub fn cni_socket(&self) -> PathBuf {
@@ -477,10 +540,16 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.node.name])
-            .args(&self.wrapper)
-            .arg(bin("wasmgate"))
+        let mut cmd = if self.host_namespaces {
+            Command::new(bin("wasmgate"))
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.node.name])
+                .args(&self.wrapper)
+                .arg(bin("wasmgate"));
+            c
+        };
+        let child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
@@ -490,7 +559,8 @@ impl Daemon {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(120);
-        while std::os::unix::net::UnixStream::connect(self.cni_socket()).is_err() {
+        let up = |p: PathBuf| std::os::unix::net::UnixStream::connect(p).is_ok();
+        while !(up(self.cni_socket()) && (!self.host_namespaces || up(self.csi_socket()))) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.log());
             }
