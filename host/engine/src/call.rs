@@ -75,6 +75,33 @@ where
     F: FnOnce(&mut Store<HostState>) -> Result<R, Failure> + Send + 'static,
     R: Send + 'static,
 {
+    let light = ctx.clone_light();
+    run_task(&light, move || run_blocking(ctx, f)).await
+}
+
+/// What [`run_task`] needs to bound and report a call.
+pub(crate) struct Light {
+    plugin: String,
+    limits: Limits,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl CallContext {
+    fn clone_light(&self) -> Light {
+        Light {
+            plugin: self.plugin.clone(),
+            limits: self.limits,
+            permits: self.permits.clone(),
+        }
+    }
+}
+
+/// Runs `body` on a blocking thread with a permit, bounded by the plugin's timeout.
+async fn run_task<R, B>(ctx: &Light, body: B) -> Result<R, CallError>
+where
+    B: FnOnce() -> Result<R, CallError> + Send + 'static,
+    R: Send + 'static,
+{
     // Waiting for a slot beats failing: the pool has a fixed number of them.
     let _permit = ctx
         .permits
@@ -82,22 +109,20 @@ where
         .acquire_owned()
         .await
         .map_err(|_| CallError::Shutdown)?;
-    let plugin = ctx.plugin.clone();
-    let limits = ctx.limits;
-    let handle = tokio::task::spawn_blocking(move || run_blocking(ctx, f));
+    let handle = tokio::task::spawn_blocking(body);
     // The epoch deadline fires first in all but blocking host calls; the grace keeps the two
     // from racing so a runaway guest is reported by the epoch, with its trap.
-    let bound = limits.timeout + Duration::from_millis(250);
+    let bound = ctx.limits.timeout + Duration::from_millis(250);
     match tokio::time::timeout(bound, handle).await {
         Ok(Ok(r)) => r,
         Ok(Err(join)) => Err(CallError::Trap {
-            plugin,
+            plugin: ctx.plugin.clone(),
             message: format!("host task failed: {join}"),
             detail: String::new(),
         }),
         Err(_) => Err(CallError::Timeout {
-            plugin,
-            timeout: limits.timeout,
+            plugin: ctx.plugin.clone(),
+            timeout: ctx.limits.timeout,
         }),
     }
 }
@@ -106,6 +131,14 @@ fn run_blocking<R, F>(ctx: CallContext, f: F) -> Result<R, CallError>
 where
     F: FnOnce(&mut Store<HostState>) -> Result<R, Failure>,
 {
+    let (mut store, stderr) = new_store(&ctx)?;
+    arm(&ctx, &mut store);
+    let out = f(&mut store);
+    settle(&ctx, &store, &stderr, out)
+}
+
+/// A store for one instance, with what the plugin is granted and nothing else.
+fn new_store(ctx: &CallContext) -> Result<(Store<HostState>, StderrTail), CallError> {
     let mut wasi = wasmtime_wasi::WasiCtx::builder();
     // This thread is already a blocking one, so guest file IO need not hop to another.
     wasi.allow_blocking_current_thread(true);
@@ -128,13 +161,18 @@ where
     } else {
         wasi.stderr(stderr.clone());
     }
-    let mut store = HostState::store(
+    let store = HostState::store(
         &ctx.engine.engine,
         wasi.build(),
         ctx.config.clone(),
         ctx.kv.clone(),
         ctx.limits.memory_bytes,
     );
+    Ok((store, stderr))
+}
+
+/// Gives the next call on `store` its own deadline.
+fn arm(ctx: &CallContext, store: &mut Store<HostState>) {
     let ticks = ctx
         .limits
         .timeout
@@ -143,22 +181,138 @@ where
         .max(1) as u64;
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
+}
 
-    match f(&mut store) {
+fn settle<R>(
+    ctx: &CallContext,
+    store: &Store<HostState>,
+    stderr: &StderrTail,
+    out: Result<R, Failure>,
+) -> Result<R, CallError> {
+    match out {
         Ok(r) => Ok(r),
         Err(Failure::Instantiate(e)) => {
             Err(
-                classify(&ctx, &store, e).unwrap_or_else(|e| CallError::Instantiate {
+                classify(ctx, store, e).unwrap_or_else(|e| CallError::Instantiate {
                     plugin: ctx.plugin.clone(),
                     message: format!("{e:#}"),
                 }),
             )
         }
         Err(Failure::Call(e)) => {
-            Err(classify(&ctx, &store, e)
+            Err(classify(ctx, store, e)
                 .unwrap_or_else(|e| trap(&ctx.plugin, &e, &stderr.contents())))
         }
     }
+}
+
+/// How many calls one reused instance serves before it is replaced, so that whatever a guest
+/// accumulates in its memory (fragmentation, caches, leaks) stays bounded.
+const MAX_USES: u32 = 10_000;
+
+/// An instance kept between calls, with its store.
+pub(crate) struct Warm<I> {
+    store: Store<HostState>,
+    stderr: StderrTail,
+    instance: I,
+    uses: u32,
+    _slot: IdleSlot,
+}
+
+/// Idle instances still hold a pooling-allocator slot; the engine caps how many may wait.
+pub(crate) struct IdleSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Instances of one plugin version waiting for their next call.
+pub(crate) struct Idle<I> {
+    warm: std::sync::Mutex<Vec<Warm<I>>>,
+}
+
+impl<I> Default for Idle<I> {
+    fn default() -> Self {
+        Self {
+            warm: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<I> Idle<I> {
+    fn take(&self) -> Option<Warm<I>> {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put(&self, w: Warm<I>) {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+    }
+}
+
+/// Like [`run`], but on an instance left by an earlier successful call when there is one, and
+/// the instance goes back for the next call if this one succeeds too. A call that fails for any
+/// reason, or runs past its deadline, discards its instance: a trap may leave the guest's memory
+/// inconsistent.
+pub(crate) async fn run_reusing<I, R, N, F>(
+    ctx: CallContext,
+    idle: Arc<Idle<I>>,
+    instantiate: N,
+    f: F,
+) -> Result<R, CallError>
+where
+    I: Send + 'static,
+    N: FnOnce(&mut Store<HostState>) -> wasmtime::Result<I> + Send + 'static,
+    F: FnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
+    R: Send + 'static,
+{
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gave_up = abandoned.clone();
+    let out = run_task(&ctx.clone_light(), move || {
+        let warm = match idle.take() {
+            Some(w) => w,
+            None => {
+                let (mut store, stderr) = new_store(&ctx)?;
+                arm(&ctx, &mut store);
+                let instance = match instantiate(&mut store) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        return settle(&ctx, &store, &stderr, Err(Failure::Instantiate(e)));
+                    }
+                };
+                let slots = ctx.engine.idle.clone();
+                slots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Warm {
+                    store,
+                    stderr,
+                    instance,
+                    uses: 0,
+                    _slot: IdleSlot(slots),
+                }
+            }
+        };
+        let mut warm = warm;
+        warm.stderr.clear();
+        arm(&ctx, &mut warm.store);
+        warm.uses += 1;
+        let out = f(&warm.instance, &mut warm.store).map_err(Failure::Call);
+        let out = settle(&ctx, &warm.store, &warm.stderr, out);
+        let keep = out.is_ok()
+            && warm.uses < MAX_USES
+            && !abandoned.load(std::sync::atomic::Ordering::Relaxed)
+            && ctx.engine.idle.load(std::sync::atomic::Ordering::Relaxed)
+                <= crate::engine::IDLE_SLOTS;
+        if keep {
+            idle.put(warm);
+        }
+        out
+    })
+    .await;
+    if matches!(out, Err(CallError::Timeout { .. })) {
+        gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    out
 }
 
 /// The most telling short line: a Rust panic message from stderr, else the trap itself.

@@ -12,6 +12,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::EngineError;
 use crate::host::HostState;
 
+/// Pool slots kept beyond `max_instances` for instances waiting between calls (storage plugins
+/// reuse theirs); at most this many wait at once, across all plugins.
+pub(crate) const IDLE_SLOTS: usize = 32;
+
 /// How often the epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -43,6 +47,8 @@ pub struct WasmEngine {
     pub(crate) linker: Arc<Linker<HostState>>,
     pub(crate) max_instances: u32,
     pub(crate) pooled: bool,
+    /// Instances waiting between calls, engine-wide.
+    pub(crate) idle: Arc<std::sync::atomic::AtomicUsize>,
     _ticker: Arc<Ticker>,
 }
 
@@ -66,13 +72,14 @@ fn base_config() -> Config {
 
 fn pooling_config(cfg: &EngineConfig) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
+    let slots = cfg.max_instances + IDLE_SLOTS as u32;
     // A Rust wasip2 component holds a handful of core instances, memories and tables; size each
     // pool for that times the instance count, so slots and not sub-pools are what runs out.
-    pool.total_component_instances(cfg.max_instances)
-        .total_core_instances(cfg.max_instances * 8)
-        .total_memories(cfg.max_instances * 2)
-        .total_tables(cfg.max_instances * 8)
-        .total_stacks(cfg.max_instances)
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 32)
+        .total_memories(slots * 2)
+        .total_tables(slots * 8)
+        .total_stacks(slots)
         .max_core_instances_per_component(32)
         .max_memories_per_component(2)
         .max_tables_per_component(16)
@@ -107,6 +114,7 @@ impl WasmEngine {
             linker: Arc::new(linker),
             max_instances: cfg.max_instances,
             pooled,
+            idle: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             _ticker: Arc::new(Ticker { stop }),
         })
     }

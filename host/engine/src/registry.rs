@@ -15,7 +15,7 @@ use crate::bindings::{
     NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre, STORAGE_WORLD, StoragePlugin,
     StoragePluginPre,
 };
-use crate::call::{self, CallContext, CallError, Failure, Limits};
+use crate::call::{self, CallContext, CallError, Failure, Idle, Limits};
 use crate::engine::{WasmEngine, sha256_hex};
 use crate::host::HostState;
 use crate::keyvalue::KvStore;
@@ -96,6 +96,8 @@ pub struct LoadedPlugin {
     kv: Arc<KvStore>,
     config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// Storage plugins' instances between calls.
+    idle: Arc<Idle<StoragePlugin>>,
 }
 
 /// What `wasmgate plugin list` shows.
@@ -137,7 +139,10 @@ impl LoadedPlugin {
         .await
     }
 
-    /// Runs `f` against a fresh instance of this storage plugin, within its limits.
+    /// Runs `f` on an instance of this storage plugin, within its limits. Unlike network
+    /// plugins, a storage plugin's instance is reused by later calls after a call succeeds:
+    /// instantiating costs more than most CSI calls, and a driver serves only its own volumes.
+    /// A failed call discards its instance.
     pub async fn storage<R, F>(&self, f: F) -> Result<R, CallError>
     where
         F: FnOnce(&StoragePlugin, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
@@ -146,10 +151,12 @@ impl LoadedPlugin {
         let Pre::Storage(pre) = self.pre.clone() else {
             return Err(self.wrong_world(World::Storage));
         };
-        call::run(self.call_context(), move |store| {
-            let inst = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
-            f(&inst, store).map_err(Failure::Call)
-        })
+        call::run_reusing(
+            self.call_context(),
+            self.idle.clone(),
+            move |store| pre.instantiate(store),
+            f,
+        )
         .await
     }
 
@@ -377,5 +384,6 @@ fn build(
         kv,
         config,
         permits,
+        idle: Arc::default(),
     })
 }

@@ -34,6 +34,11 @@ impl StderrTail {
         buf.extend(bytes);
     }
 
+    /// Forgets what an earlier call on a reused instance wrote.
+    pub(crate) fn clear(&self) {
+        self.buf.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     pub(crate) fn contents(&self) -> Vec<u8> {
         let buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
         buf.iter().copied().collect()

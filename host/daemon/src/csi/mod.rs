@@ -10,6 +10,7 @@
 mod controller;
 mod convert;
 pub mod error;
+mod group_controller;
 mod identity;
 mod locks;
 mod node;
@@ -152,13 +153,13 @@ impl Call<'_> {
         let caps = self.caps().await?;
         if !caps.plugin.contains(&PluginCapability::ControllerService) {
             return Err(ServiceError::Unimplemented(format!(
-                "{}: the driver has no controller service",
+                "the driver has no controller service, which {} needs",
                 self.method
             )));
         }
         if !caps.controller.contains(&cap) {
             return Err(ServiceError::Unimplemented(format!(
-                "{}: the driver does not advertise {cap:?}",
+                "the driver does not advertise {cap:?}, which {} needs",
                 self.method
             )));
         }
@@ -168,7 +169,7 @@ impl Call<'_> {
     async fn require_node(&mut self, cap: NodeCapability) -> Result<(), ServiceError> {
         if !self.caps().await?.node.contains(&cap) {
             return Err(ServiceError::Unimplemented(format!(
-                "{}: the driver does not advertise {cap:?}",
+                "the driver does not advertise {cap:?}, which {} needs",
                 self.method
             )));
         }
@@ -187,7 +188,8 @@ impl Call<'_> {
             Err(e) => (false, Some(e.code() as u32), Some(e.to_string())),
         };
         match &out {
-            Ok(_) => tracing::info!(method = self.method, ids = ?self.ids, ?elapsed, "csi ok"),
+            // kubelet polls (NodeGetVolumeStats, Probe); the trace stream has every call anyway.
+            Ok(_) => tracing::debug!(method = self.method, ids = ?self.ids, ?elapsed, "csi ok"),
             Err(e) => {
                 tracing::warn!(method = self.method, ids = ?self.ids, ?elapsed, code = ?e.code(), "csi error: {e}")
             }
