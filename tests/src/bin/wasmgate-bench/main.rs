@@ -26,6 +26,8 @@
 //!   mounted there would not be visible to the daemon. The daemon's own "cni ok ... elapsed" log
 //!   lines split our side into daemon and shim time.
 
+mod csi;
+
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,8 +81,16 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("--inner") {
         return Inner::from_args(&args[1..])?.run(sizes);
     }
-    if let Some(bad) = args.iter().find(|a| *a != "--quick") {
-        bail!("unknown argument {bad:?}; usage: wasmgate-bench [--quick]");
+    if args.first().map(String::as_str) == Some("--native-csi") {
+        let sock = args.get(1).context("--native-csi needs a socket path")?;
+        return csi::serve_native(sock.into());
+    }
+    let csi_only = args.iter().any(|a| a == "--csi");
+    if let Some(bad) = args.iter().find(|a| *a != "--quick" && *a != "--csi") {
+        bail!("unknown argument {bad:?}; usage: wasmgate-bench [--quick] [--csi]");
+    }
+    if csi_only {
+        return csi::bench(sizes);
     }
     outer(quick, sizes)
 }
@@ -157,6 +167,7 @@ fn outer(quick: bool, sizes: Sizes) -> Result<()> {
             tail.join("\n")
         );
     }
+    csi::bench(sizes).context("csi bench")?;
     println!();
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
