@@ -14,6 +14,8 @@
 //! Every service has a `*_client` module (e.g. [`csi::v1::node_client::NodeClient`]) and a
 //! `*_server` module (e.g. [`csi::v1::node_server::NodeServer`] wrapping an implementation of
 //! [`csi::v1::node_server::Node`]).
+//!
+//! [`unix_channel`] connects a client to a unix socket, as kubelet and the CSI sidecars do.
 
 /// The Container Storage Interface.
 pub mod csi {
@@ -55,3 +57,25 @@ pub const CSI_SPEC_COMMIT: &str = "01bfa0409ed370d753f3cf49c9b94a12da8f3be5";
 /// Intended for gRPC server reflection and for checking the schema at run time.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/wasmgate_proto_descriptor.bin"));
+
+/// A tonic channel to the gRPC server on the unix socket at `path`, as kubelet and the CSI
+/// sidecars connect: `IdentityClient::new(unix_channel(path).await?)`.
+///
+/// The connection is made before this returns, so a missing socket or a server that is not
+/// listening is an error here rather than on the first call. Should the connection drop later,
+/// tonic reconnects to the same path. The `http://[::1]:50051` URI is a placeholder tonic
+/// requires; only `path` is dialled.
+pub async fn unix_channel(
+    path: impl AsRef<std::path::Path>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = path.as_ref().to_path_buf();
+    tonic::transport::Endpoint::from_static("http://[::1]:50051")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+}

@@ -23,6 +23,8 @@ enum Command {
     Plugin(commands::plugin::Args),
     /// Follow every call a running daemon handles, or print its call counters.
     Trace(commands::trace::Args),
+    /// Drive a CSI driver by hand through its socket: create, stage, publish, snapshot, ...
+    Csi(commands::csi::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => commands::serve::run(args),
         Command::Plugin(args) => commands::plugin::run(args),
         Command::Trace(args) => commands::trace::run(args),
+        Command::Csi(args) => commands::csi::run(args),
     }
 }

@@ -1,3 +1,4 @@
+pub mod csi;
 pub mod plugin;
 pub mod serve;
 pub mod trace;
