@@ -62,7 +62,8 @@ impl World {
 #[derive(Clone)]
 pub(crate) enum Pre {
     Network(NetworkPluginPre<HostState>),
-    Storage(StoragePluginPre<HostState>),
+    // Boxed: a storage world's export indices make it twice the network one's size.
+    Storage(Box<StoragePluginPre<HostState>>),
 }
 
 impl PluginSpec {
@@ -356,7 +357,7 @@ fn build(
     let pre = engine.linker.instantiate_pre(&component).map_err(link)?;
     let pre = match spec.world {
         World::Network => Pre::Network(NetworkPluginPre::new(pre).map_err(link)?),
-        World::Storage => Pre::Storage(StoragePluginPre::new(pre).map_err(link)?),
+        World::Storage => Pre::Storage(Box::new(StoragePluginPre::new(pre).map_err(link)?)),
     };
     let config = Arc::new(
         spec.config
