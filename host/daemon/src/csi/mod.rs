@@ -233,7 +233,9 @@ fn required_path(value: &str, field: &str) -> Result<PathBuf, ServiceError> {
             "{field} must be an absolute path without '..': {value:?}"
         )));
     }
-    Ok(p)
+    // `/a/b/`, `/a//b` and `/a/./b` are one path, so they must be one mount record: otherwise a
+    // publish at one spelling and an unpublish at another leaves a stale record behind.
+    Ok(p.components().collect())
 }
 
 fn volume_key(id: &str) -> String {

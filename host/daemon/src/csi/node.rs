@@ -113,6 +113,18 @@ async fn still_mounted(svc: &CsiService, rec: &MountRecord) -> bool {
         .unwrap_or(false)
 }
 
+/// `volume_path` of NodeGetVolumeStats and NodeExpandVolume: only looked at, never mounted on.
+/// A relative path (or one climbing with `..`) cannot be where a volume is published, which the
+/// spec (and csi-sanity, with `some/path`) calls NOT_FOUND rather than INVALID_ARGUMENT.
+fn volume_path(value: &str) -> Result<PathBuf, ServiceError> {
+    required(value, "volume_path")?;
+    required_path(value, "volume_path").map_err(|_| {
+        ServiceError::NotFound(format!(
+            "no volume is published at {value:?}: not an absolute path"
+        ))
+    })
+}
+
 fn existing_path(p: &Path, field: &str) -> Result<(), ServiceError> {
     if !p.exists() {
         return Err(ServiceError::NotFound(format!(
@@ -158,7 +170,8 @@ impl pb::node_server::Node for Node {
             let wreq = wn::StageRequest {
                 volume_id: req.volume_id.clone(),
                 publish_context: convert::map(req.publish_context),
-                staging_target_path: req.staging_target_path,
+                // The one spelling the host records, so the plugin's records match ours.
+                staging_target_path: path.to_string_lossy().into_owned(),
                 volume_capability: cap,
                 secrets: convert::map(req.secrets),
                 volume_context: convert::map(req.volume_context),
@@ -192,14 +205,23 @@ impl pb::node_server::Node for Node {
             let path = required_path(&req.staging_target_path, "staging_target_path")?;
             call.require_node(Cap::StageUnstageVolume).await?;
             let _guard = call.lock(&[volume_key(&req.volume_id)])?;
+            // Another volume's staging mount is not this call's to take down.
+            if let Some(rec) = self.0.recorded(&path)?
+                && rec.volume_id != req.volume_id
+            {
+                return Err(ServiceError::NotFound(format!(
+                    "staging path {} holds volume {}, not {}",
+                    path.display(),
+                    rec.volume_id,
+                    req.volume_id
+                )));
+            }
             // kubelet owns the staging directory; only what was mounted on it goes.
             self.0.undo(&path, false).await?;
+            let staging = path.to_string_lossy().into_owned();
             call.plugin(move |p, s| {
-                p.wasmgate_plugin_node().call_unstage_volume(
-                    s,
-                    &req.volume_id,
-                    &req.staging_target_path,
-                )
+                p.wasmgate_plugin_node()
+                    .call_unstage_volume(s, &req.volume_id, &staging)
             })
             .await??;
             Ok(pb::NodeUnstageVolumeResponse {})
@@ -263,12 +285,11 @@ impl pb::node_server::Node for Node {
             let wreq = wn::PublishRequest {
                 volume_id: req.volume_id.clone(),
                 publish_context: convert::map(req.publish_context),
-                staging_target_path: if stages {
-                    req.staging_target_path
-                } else {
-                    String::new()
-                },
-                target_path: req.target_path,
+                staging_target_path: staging
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                target_path: path.to_string_lossy().into_owned(),
                 volume_capability: cap,
                 readonly: req.readonly,
                 secrets: convert::map(req.secrets),
@@ -313,7 +334,7 @@ impl pb::node_server::Node for Node {
                 && rec.volume_id != req.volume_id
             {
                 return Err(ServiceError::NotFound(format!(
-                    "{} publishes volume {}, not {}",
+                    "target path {} holds volume {}, not {}",
                     path.display(),
                     rec.volume_id,
                     req.volume_id
@@ -322,9 +343,10 @@ impl pb::node_server::Node for Node {
             // Unmount first: an ephemeral volume's data goes with the plugin's unpublish, and
             // must not vanish from under a mount that is still live.
             self.0.undo(&path, true).await?;
+            let target = path.to_string_lossy().into_owned();
             call.plugin(move |p, s| {
                 p.wasmgate_plugin_node()
-                    .call_unpublish_volume(s, &req.volume_id, &req.target_path)
+                    .call_unpublish_volume(s, &req.volume_id, &target)
             })
             .await??;
             Ok(pb::NodeUnpublishVolumeResponse {})
@@ -347,7 +369,7 @@ impl pb::node_server::Node for Node {
         );
         let out = async {
             required(&req.volume_id, "volume_id")?;
-            let path = required_path(&req.volume_path, "volume_path")?;
+            let path = volume_path(&req.volume_path)?;
             call.require_node(Cap::GetVolumeStats).await?;
             existing_path(&path, "volume_path")?;
             let wreq = wn::StatsRequest {
@@ -405,7 +427,7 @@ impl pb::node_server::Node for Node {
         );
         let out = async {
             required(&req.volume_id, "volume_id")?;
-            let path = required_path(&req.volume_path, "volume_path")?;
+            let path = volume_path(&req.volume_path)?;
             let range = req.capacity_range.map(convert::capacity).transpose()?;
             let cap = req.volume_capability.map(convert::capability).transpose()?;
             call.require_node(Cap::ExpandVolume).await?;

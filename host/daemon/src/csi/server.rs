@@ -1,4 +1,5 @@
-//! Serves the three CSI services on one unix socket until shutdown.
+//! Serves the three CSI services on one unix socket until shutdown, plus a GroupController that
+//! answers UNIMPLEMENTED with a message.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -6,11 +7,13 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use wasmgate_proto::csi::v1::{
-    controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
+    controller_server::ControllerServer, group_controller_server::GroupControllerServer,
+    identity_server::IdentityServer, node_server::NodeServer,
 };
 
 use super::CsiService;
 use super::controller::Controller;
+use super::group_controller::GroupController;
 use super::identity::Identity;
 use super::node::Node;
 
@@ -28,6 +31,10 @@ pub async fn serve(
         )
         .add_service(
             ControllerServer::new(Controller(svc.clone())).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            GroupControllerServer::new(GroupController(svc.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(NodeServer::new(Node(svc)).max_decoding_message_size(MAX_MESSAGE))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
