@@ -3,24 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 pub use wasmgate_proto::csi::v1 as pb;
 use wasmgate_proto::csi::v1::{
     controller_client::ControllerClient, identity_client::IdentityClient, node_client::NodeClient,
 };
 
-/// A channel to the unix socket at `path` (the URI is a placeholder tonic requires).
+/// A channel to the unix socket at `path` ([`wasmgate_proto::unix_channel`]).
 pub async fn channel(path: &Path) -> Channel {
-    let path: PathBuf = path.to_path_buf();
-    Endpoint::try_from("http://[::1]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
+    wasmgate_proto::unix_channel(path)
         .await
         .expect("connect to the csi socket")
 }
@@ -104,4 +95,78 @@ pub fn is_mount_point(path: &Path) -> bool {
     let want = path.to_string_lossy().replace(' ', "\\040");
     info.lines()
         .any(|l| l.split(' ').nth(4).is_some_and(|mp| mp == want))
+}
+
+/// A pod's staging path (`<pod>/globalmount`, created) and publish target
+/// (`<pod>/volumes/kubernetes.io~csi/pv/mount`, parent created, target not), under `base`
+/// (normally the daemon's temp dir), as kubelet lays them out.
+pub fn pod_paths(base: &Path) -> (PathBuf, PathBuf) {
+    let pod = base.join(crate::unique("pod-"));
+    let staging = pod.join("globalmount");
+    let target = pod.join("volumes/kubernetes.io~csi/pv/mount");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    (staging, target)
+}
+
+pub fn unpublish_request(volume_id: &str, target: &Path) -> pb::NodeUnpublishVolumeRequest {
+    pb::NodeUnpublishVolumeRequest {
+        volume_id: volume_id.to_string(),
+        target_path: target.to_string_lossy().into_owned(),
+    }
+}
+
+pub fn unstage_request(volume_id: &str, staging: &Path) -> pb::NodeUnstageVolumeRequest {
+    pb::NodeUnstageVolumeRequest {
+        volume_id: volume_id.to_string(),
+        staging_target_path: staging.to_string_lossy().into_owned(),
+    }
+}
+
+/// Every mount point at or below `dir`, from this process's mountinfo.
+pub fn mount_points_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = dir.to_string_lossy().replace(' ', "\\040");
+    let prefix = format!("{}/", dir.trim_end_matches('/'));
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|mp| *mp == dir || mp.starts_with(&prefix))
+        .map(String::from)
+        .collect()
+}
+
+/// How many mounts are stacked on `path` now, from this process's mountinfo: 1 after any number
+/// of idempotent stage or publish calls, 0 after unstage or unpublish.
+pub fn mount_count(path: &Path) -> usize {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|mp| mp == want))
+        .count()
+}
+
+/// Asserts that `r` failed with `code` and returns the status.
+pub fn expect_code<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    code: tonic::Code,
+) -> tonic::Status {
+    match r {
+        Ok(resp) => panic!("expected {code:?}, got OK: {:?}", resp.into_inner()),
+        Err(s) => {
+            assert_eq!(s.code(), code, "unexpected error: {}", s.message());
+            s
+        }
+    }
+}
+
+/// Asserts that a status message is worded as the project words errors: non-empty and led by a
+/// lower-case letter.
+pub fn assert_message_style(s: &tonic::Status) {
+    let first = s.message().chars().next();
+    assert!(
+        first.is_some_and(|c| c.is_lowercase()),
+        "{:?}: the message must be non-empty and start with a lower-case letter: {:?}",
+        s.code(),
+        s.message()
+    );
 }

@@ -647,3 +647,21 @@ impl Drop for Daemon {
         }
     }
 }
+
+impl Daemon {
+    /// A graceful stop (SIGTERM, then wait), keeping the state dir, so that [`Daemon::spawn`]
+    /// restarts it on the same state.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("daemon did not stop on SIGTERM: {}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
