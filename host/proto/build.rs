@@ -6,7 +6,11 @@
 use std::path::PathBuf;
 
 /// Schemas to compile, relative to the `proto/` include root. See proto/SOURCES.md.
-const PROTOS: &[&str] = &["csi/v1/csi.proto", "pluginregistration/v1/api.proto"];
+const PROTOS: &[&str] = &[
+    "csi/v1/csi.proto",
+    "pluginregistration/v1/api.proto",
+    "cri/v1/api.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

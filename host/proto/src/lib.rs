@@ -7,15 +7,23 @@
 //! * [`pluginregistration`]: kubelet's plugin-registration API (package `pluginregistration`,
 //!   `k8s.io/kubelet/pkg/apis/pluginregistration/v1`), service `Registration`, generated from
 //!   `proto/pluginregistration/v1/api.proto`.
+//! * [`cri::v1`]: the Container Runtime Interface, package `runtime.v1` (`k8s.io/cri-api`),
+//!   generated from `proto/cri/v1/api.proto`. Services `RuntimeService` (37 RPCs, of which
+//!   `GetContainerEvents` and the `CRIListStreaming` RPCs `StreamPodSandboxes`,
+//!   `StreamContainers`, `StreamContainerStats`, `StreamPodSandboxStats` and
+//!   `StreamPodSandboxMetrics` are server-streaming) and `ImageService` (6 RPCs, `StreamImages`
+//!   server-streaming). See [`CRI_API_VERSION`] for which upstream revision.
 //!
-//! Both are wire-identical to upstream: same packages, names, field numbers, enums and
+//! All are wire-identical to upstream: same packages, names, field numbers, enums and
 //! services. `proto/SOURCES.md` records the upstream repository, path and commit of each file.
 //!
 //! Every service has a `*_client` module (e.g. [`csi::v1::node_client::NodeClient`]) and a
 //! `*_server` module (e.g. [`csi::v1::node_server::NodeServer`] wrapping an implementation of
-//! [`csi::v1::node_server::Node`]).
+//! [`csi::v1::node_server::Node`]; [`cri::v1::runtime_service_server::RuntimeServiceServer`]
+//! wrapping [`cri::v1::runtime_service_server::RuntimeService`]).
 //!
-//! [`unix_channel`] connects a client to a unix socket, as kubelet and the CSI sidecars do.
+//! [`unix_channel`] connects a client to a unix socket, as kubelet, the CSI sidecars and
+//! `crictl` do.
 
 /// The Container Storage Interface.
 pub mod csi {
@@ -31,6 +39,20 @@ pub mod csi {
 #[allow(clippy::all, clippy::pedantic, rustdoc::all, missing_docs)]
 pub mod pluginregistration {
     tonic::include_proto!("pluginregistration");
+}
+
+/// The Container Runtime Interface (Go module `k8s.io/cri-api`).
+pub mod cri {
+    /// CRI v1, protobuf package `runtime.v1` (Go package `k8s.io/cri-api/pkg/apis/runtime/v1`).
+    ///
+    /// Servers: [`runtime_service_server::RuntimeService`] and
+    /// [`image_service_server::ImageService`]; clients:
+    /// [`runtime_service_client::RuntimeServiceClient`] and
+    /// [`image_service_client::ImageServiceClient`].
+    #[allow(clippy::all, clippy::pedantic, rustdoc::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("runtime.v1");
+    }
 }
 
 /// The CSI spec version these bindings implement on the wire.
@@ -50,6 +72,22 @@ pub const CSI_SPEC_VERSION: &str = "1.12.0";
 /// `proto/csi/v1/csi.proto`.
 pub const CSI_SPEC_COMMIT: &str = "01bfa0409ed370d753f3cf49c9b94a12da8f3be5";
 
+/// The CRI API revision `proto/cri/v1/api.proto` implements on the wire: the `k8s.io/cri-api`
+/// module version whose `pkg/apis/runtime/v1/api.proto` it was taken from.
+///
+/// That version is a Go pseudo-version of `github.com/chrishenzie/cri-api`, a copy of
+/// Kubernetes' published `k8s.io/cri-api` that kubernetes-sigs/cri-tools pins (with a `replace`)
+/// and vendors at commit `6118029797780a8cb428b8d69606b29b27505b6e`. As far as we can tell it
+/// is upstream Kubernetes `master` after v1.37.0-alpha.1 plus one unmerged CRI change,
+/// kubernetes/kubernetes#139824 (`cgroup_mount_mode`, KEP-5474), and that change was removed
+/// again here. So the file has the merged `CheckpointPod`/`RestorePod` RPCs (#140366), the
+/// `SIGNAL_` enum value names (#139251), `KeyValue.value` as `bytes` (#139168) and
+/// `Mount.mount_options` (#140013). Its `RuntimeService` definition matches, comment for comment,
+/// upstream's generated `api_grpc.pb.go` at kubernetes/kubernetes
+/// `121460defea7874f50c64bb8de51018a86c6eef3`. No official copy of `api.proto` itself at that
+/// revision was reachable. See `proto/SOURCES.md`.
+pub const CRI_API_VERSION: &str = "v0.0.0-20260925160638-599ea22085a0";
+
 /// Encoded `google.protobuf.FileDescriptorSet` of every schema in this crate plus their
 /// imports (`google/protobuf/descriptor.proto`, `timestamp.proto`, `wrappers.proto`),
 /// without source comments. Custom options (`csi_secret`, `alpha_*`) are preserved.
@@ -59,7 +97,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/wasmgate_proto_descriptor.bin"));
 
 /// A tonic channel to the gRPC server on the unix socket at `path`, as kubelet and the CSI
-/// sidecars connect: `IdentityClient::new(unix_channel(path).await?)`.
+/// sidecars connect: `IdentityClient::new(unix_channel(path).await?)` (or
+/// `RuntimeServiceClient::new(..)` for a CRI runtime socket).
 ///
 /// The connection is made before this returns, so a missing socket or a server that is not
 /// listening is an error here rather than on the first call. Should the connection drop later,
@@ -68,14 +107,38 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub async fn unix_channel(
     path: impl AsRef<std::path::Path>,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let path = path.as_ref().to_path_buf();
-    tonic::transport::Endpoint::from_static("http://[::1]:50051")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
+    unix_endpoint()
+        .connect_with_connector(unix_connector(path.as_ref()))
         .await
+}
+
+/// [`unix_channel`] that connects on first use and reconnects after the peer went away: for a
+/// proxy whose upstream may start after it, or restart under it.
+pub fn unix_channel_lazy(path: impl AsRef<std::path::Path>) -> tonic::transport::Channel {
+    unix_endpoint().connect_with_connector_lazy(unix_connector(path.as_ref()))
+}
+
+fn unix_endpoint() -> tonic::transport::Endpoint {
+    // The URI is a placeholder tonic requires; the connector decides where bytes go.
+    tonic::transport::Endpoint::from_static("http://[::1]:50051")
+}
+
+fn unix_connector(
+    path: &std::path::Path,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let path = path.to_path_buf();
+    tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    })
 }

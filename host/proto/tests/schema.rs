@@ -1,12 +1,13 @@
 //! Checks that the compiled schemas are the upstream ones on the wire: packages, services and
-//! their RPCs, and the field numbers / enum values that CSI drivers and kubelet rely on.
+//! their RPCs, and the field numbers / enum values that CSI drivers, container runtimes and
+//! kubelet rely on.
 
 use prost::Message;
 use prost_types::{
     DescriptorProto, EnumDescriptorProto, FileDescriptorProto, FileDescriptorSet,
     ServiceDescriptorProto,
 };
-use wasmgate_proto::{FILE_DESCRIPTOR_SET, csi, pluginregistration};
+use wasmgate_proto::{FILE_DESCRIPTOR_SET, cri, csi, pluginregistration};
 
 fn descriptor_set() -> FileDescriptorSet {
     FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("FILE_DESCRIPTOR_SET decodes")
@@ -118,6 +119,7 @@ fn descriptor_set_is_self_contained() {
         "google/protobuf/wrappers.proto",
         "csi/v1/csi.proto",
         "pluginregistration/v1/api.proto",
+        "cri/v1/api.proto",
     ] {
         assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
     }
@@ -571,4 +573,587 @@ fn client_and_server_paths() {
         pluginregistration::registration_client::RegistrationClient<tonic::transport::Channel>,
     > = None;
     assert!(!wasmgate_proto::CSI_SPEC_VERSION.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRI (package runtime.v1, proto/cri/v1/api.proto)
+// ---------------------------------------------------------------------------------------------
+
+const CRI: &str = "cri/v1/api.proto";
+
+fn top_enum<'a>(file: &'a FileDescriptorProto, name: &str) -> &'a EnumDescriptorProto {
+    file.enum_type
+        .iter()
+        .find(|e| e.name() == name)
+        .unwrap_or_else(|| panic!("enum {name} exists"))
+}
+
+/// `(rpc, server_streaming)` → the expected method tuple, with upstream's
+/// `<Rpc>Request` / `<Rpc>Response` naming.
+fn rpcs<'a>(pkg: &str, list: &[(&'a str, bool)]) -> Vec<(&'a str, String, String, bool)> {
+    list.iter()
+        .map(|(n, streaming)| {
+            (
+                *n,
+                format!(".{pkg}.{n}Request"),
+                format!(".{pkg}.{n}Response"),
+                *streaming,
+            )
+        })
+        .collect()
+}
+
+const STREAM: bool = true;
+const UNARY: bool = false;
+
+#[test]
+fn cri_package_and_services() {
+    let set = descriptor_set();
+    let f = file(&set, CRI);
+    assert_eq!(f.package(), "runtime.v1");
+    assert_eq!(f.syntax(), "proto3");
+    assert!(
+        f.dependency.is_empty(),
+        "no imports (no gogo.proto): {:?}",
+        f.dependency
+    );
+    assert_eq!(
+        f.options.as_ref().and_then(|o| o.go_package.as_deref()),
+        Some("k8s.io/cri-api/pkg/apis/runtime/v1")
+    );
+    let services: Vec<&str> = f.service.iter().map(|s| s.name()).collect();
+    assert_eq!(services, ["RuntimeService", "ImageService"]);
+}
+
+#[test]
+fn cri_runtime_service_has_upstream_rpcs() {
+    let set = descriptor_set();
+    let f = file(&set, CRI);
+    let p = "runtime.v1";
+    let mut want = rpcs(
+        p,
+        &[
+            ("Version", UNARY),
+            ("RunPodSandbox", UNARY),
+            ("StopPodSandbox", UNARY),
+            ("RemovePodSandbox", UNARY),
+            ("PodSandboxStatus", UNARY),
+            ("ListPodSandbox", UNARY),
+            ("StreamPodSandboxes", STREAM),
+            ("CreateContainer", UNARY),
+            ("StartContainer", UNARY),
+            ("StopContainer", UNARY),
+            ("RemoveContainer", UNARY),
+            ("ListContainers", UNARY),
+            ("StreamContainers", STREAM),
+            ("ContainerStatus", UNARY),
+            ("UpdateContainerResources", UNARY),
+            ("ReopenContainerLog", UNARY),
+            ("ExecSync", UNARY),
+            ("Exec", UNARY),
+            ("Attach", UNARY),
+            ("PortForward", UNARY),
+            ("ContainerStats", UNARY),
+            ("ListContainerStats", UNARY),
+            ("StreamContainerStats", STREAM),
+            ("PodSandboxStats", UNARY),
+            ("ListPodSandboxStats", UNARY),
+            ("StreamPodSandboxStats", STREAM),
+            ("UpdateRuntimeConfig", UNARY),
+            ("Status", UNARY),
+            ("CheckpointContainer", UNARY),
+            ("CheckpointPod", UNARY),
+            ("RestorePod", UNARY),
+            ("GetContainerEvents", STREAM), // types fixed up below
+            ("ListMetricDescriptors", UNARY),
+            ("ListPodSandboxMetrics", UNARY),
+            ("StreamPodSandboxMetrics", STREAM),
+            ("RuntimeConfig", UNARY),
+            ("UpdatePodSandboxResources", UNARY),
+        ],
+    );
+    // The one RPC that does not follow the <Rpc>Request/<Rpc>Response naming.
+    let events = want
+        .iter_mut()
+        .find(|m| m.0 == "GetContainerEvents")
+        .unwrap();
+    events.1 = format!(".{p}.GetEventsRequest");
+    events.2 = format!(".{p}.ContainerEventResponse");
+    assert_eq!(want.len(), 37);
+    let svc = service(f, "RuntimeService");
+    assert_methods(svc, &want);
+
+    let streaming: Vec<&str> = svc
+        .method
+        .iter()
+        .filter(|m| m.server_streaming())
+        .map(|m| m.name())
+        .collect();
+    assert_eq!(
+        streaming,
+        [
+            "StreamPodSandboxes",
+            "StreamContainers",
+            "StreamContainerStats",
+            "StreamPodSandboxStats",
+            "GetContainerEvents",
+            "StreamPodSandboxMetrics",
+        ]
+    );
+}
+
+#[test]
+fn cri_image_service_has_upstream_rpcs() {
+    let set = descriptor_set();
+    let f = file(&set, CRI);
+    assert_methods(
+        service(f, "ImageService"),
+        &rpcs(
+            "runtime.v1",
+            &[
+                ("ListImages", UNARY),
+                ("StreamImages", STREAM),
+                ("ImageStatus", UNARY),
+                ("PullImage", UNARY),
+                ("RemoveImage", UNARY),
+                ("ImageFsInfo", UNARY),
+            ],
+        ),
+    );
+    assert!(
+        f.service
+            .iter()
+            .flat_map(|s| &s.method)
+            .all(|m| !m.client_streaming()),
+        "CRI has no client-streaming RPCs"
+    );
+}
+
+#[test]
+fn cri_field_numbers() {
+    let set = descriptor_set();
+    let f = file(&set, CRI);
+    let cases: &[(&str, &str, i32)] = &[
+        ("VersionResponse", "runtime_api_version", 4),
+        ("RunPodSandboxRequest", "config", 1),
+        ("RunPodSandboxRequest", "runtime_handler", 2),
+        ("RunPodSandboxResponse", "pod_sandbox_id", 1),
+        ("PodSandboxMetadata", "name", 1),
+        ("PodSandboxMetadata", "uid", 2),
+        ("PodSandboxMetadata", "namespace", 3),
+        ("PodSandboxMetadata", "attempt", 4),
+        ("PodSandboxConfig", "metadata", 1),
+        ("PodSandboxConfig", "hostname", 2),
+        ("PodSandboxConfig", "log_directory", 3),
+        ("PodSandboxConfig", "dns_config", 4),
+        ("PodSandboxConfig", "port_mappings", 5),
+        ("PodSandboxConfig", "labels", 6),
+        ("PodSandboxConfig", "annotations", 7),
+        ("PodSandboxConfig", "linux", 8),
+        ("PodSandboxConfig", "windows", 9),
+        ("LinuxPodSandboxConfig", "cgroup_parent", 1),
+        ("LinuxPodSandboxConfig", "security_context", 2),
+        ("LinuxPodSandboxConfig", "resources", 5),
+        ("LinuxSandboxSecurityContext", "run_as_group", 8),
+        (
+            "LinuxSandboxSecurityContext",
+            "supplemental_groups_policy",
+            11,
+        ),
+        ("CreateContainerRequest", "pod_sandbox_id", 1),
+        ("CreateContainerRequest", "config", 2),
+        ("CreateContainerRequest", "sandbox_config", 3),
+        ("CreateContainerResponse", "container_id", 1),
+        ("ContainerConfig", "metadata", 1),
+        ("ContainerConfig", "image", 2),
+        ("ContainerConfig", "command", 3),
+        ("ContainerConfig", "args", 4),
+        ("ContainerConfig", "working_dir", 5),
+        ("ContainerConfig", "envs", 6),
+        ("ContainerConfig", "mounts", 7),
+        ("ContainerConfig", "devices", 8),
+        ("ContainerConfig", "labels", 9),
+        ("ContainerConfig", "annotations", 10),
+        ("ContainerConfig", "log_path", 11),
+        ("ContainerConfig", "stdin", 12),
+        ("ContainerConfig", "stdin_once", 13),
+        ("ContainerConfig", "tty", 14),
+        ("ContainerConfig", "linux", 15),
+        ("ContainerConfig", "windows", 16),
+        ("ContainerConfig", "CDI_devices", 17),
+        ("ContainerConfig", "stop_signal", 18),
+        ("KeyValue", "key", 1),
+        ("KeyValue", "value", 2),
+        ("Mount", "container_path", 1),
+        ("Mount", "host_path", 2),
+        ("Mount", "readonly", 3),
+        ("Mount", "propagation", 5),
+        ("Mount", "uidMappings", 6),
+        ("Mount", "gidMappings", 7),
+        ("Mount", "recursive_read_only", 8),
+        ("Mount", "image", 9),
+        ("Mount", "image_sub_path", 10),
+        ("Mount", "mount_options", 11),
+        ("LinuxContainerConfig", "resources", 1),
+        ("LinuxContainerConfig", "security_context", 2),
+        ("LinuxContainerSecurityContext", "privileged", 2),
+        ("LinuxContainerSecurityContext", "run_as_user", 5),
+        ("LinuxContainerSecurityContext", "run_as_group", 12),
+        ("LinuxContainerSecurityContext", "seccomp", 15),
+        (
+            "LinuxContainerSecurityContext",
+            "supplemental_groups_policy",
+            17,
+        ),
+        ("LinuxContainerResources", "memory_limit_in_bytes", 4),
+        ("LinuxContainerResources", "unified", 9),
+        ("LinuxContainerResources", "memory_swap_limit_in_bytes", 10),
+        ("ImageSpec", "image", 1),
+        ("ImageSpec", "annotations", 2),
+        ("ImageSpec", "user_specified_image", 18),
+        ("ImageSpec", "runtime_handler", 19),
+        ("ImageSpec", "image_ref", 20),
+        ("ContainerStatus", "state", 3),
+        ("ContainerStatus", "exit_code", 7),
+        ("ContainerStatus", "image_id", 17),
+        ("ContainerStatus", "user", 18),
+        ("ContainerStatus", "stop_signal", 19),
+        ("PodSandboxStatusResponse", "containers_statuses", 3),
+        ("PodSandboxStatusResponse", "timestamp", 4),
+        ("ExecSyncResponse", "stdout", 1),
+        ("ExecSyncResponse", "stderr", 2),
+        ("ExecSyncResponse", "exit_code", 3),
+        ("ExecRequest", "stderr", 6),
+        ("AttachRequest", "stderr", 5),
+        ("PullImageRequest", "sandbox_config", 3),
+        ("PullImageResponse", "image_ref", 1),
+        ("AuthConfig", "registry_token", 6),
+        ("RuntimeFeatures", "supplemental_groups_policy", 1),
+        ("RuntimeFeatures", "user_namespaces_host_network", 2),
+        ("RuntimeFeatures", "mount_options", 3),
+        ("StatusResponse", "features", 4),
+        ("ContainerStats", "io", 6),
+        ("ContainerEventResponse", "container_id", 1),
+        ("ContainerEventResponse", "container_event_type", 2),
+        ("ContainerEventResponse", "created_at", 3),
+        ("ContainerEventResponse", "pod_sandbox_status", 4),
+        ("ContainerEventResponse", "containers_statuses", 5),
+        // CRIListStreaming (KEP-5825): every Stream* request carries the List* filter as field 1,
+        // every response a repeated field 1.
+        ("StreamPodSandboxesRequest", "filter", 1),
+        ("StreamPodSandboxesResponse", "pod_sandboxes", 1),
+        ("StreamContainersRequest", "filter", 1),
+        ("StreamContainersResponse", "containers", 1),
+        ("StreamContainerStatsRequest", "filter", 1),
+        ("StreamContainerStatsResponse", "container_stats", 1),
+        ("StreamPodSandboxStatsRequest", "filter", 1),
+        ("StreamPodSandboxStatsResponse", "pod_sandbox_stats", 1),
+        ("StreamPodSandboxMetricsResponse", "pod_sandbox_metrics", 1),
+        ("StreamImagesRequest", "filter", 1),
+        ("StreamImagesResponse", "images", 1),
+        // Pod-level checkpoint/restore (KEP-5823).
+        ("CheckpointPodRequest", "pod_sandbox_id", 1),
+        ("CheckpointPodRequest", "output_path", 2),
+        ("CheckpointPodRequest", "container_ids", 3),
+        ("CheckpointPodRequest", "options", 4),
+        ("RestorePodRequest", "checkpoint_path", 1),
+        ("RestorePodRequest", "config", 2),
+        ("RestorePodRequest", "runtime_handler", 3),
+        ("RestorePodRequest", "options", 4),
+        ("RestorePodRequest", "container_configs", 5),
+        ("RestoredContainer", "name", 1),
+        ("RestoredContainer", "container_id", 2),
+        ("RestorePodResponse", "pod_sandbox_id", 1),
+        ("RestorePodResponse", "restored_containers", 2),
+    ];
+    for (msg, field, want) in cases {
+        assert_eq!(field_number(f, msg, field), *want, "{msg}.{field}");
+    }
+
+    let field = |msg: &str, name: &str| {
+        message(f, msg)
+            .field
+            .iter()
+            .find(|x| x.name() == name)
+            .unwrap()
+            .clone()
+    };
+    use prost_types::field_descriptor_proto::{Label, Type};
+    // KeyValue.value is `bytes` since kubernetes/kubernetes#139168 (same wire type as string).
+    assert_eq!(field("KeyValue", "value").r#type(), Type::Bytes);
+    assert_eq!(field("ContainerConfig", "envs").label(), Label::Repeated);
+    assert_eq!(
+        field("ContainerConfig", "envs").type_name(),
+        ".runtime.v1.KeyValue"
+    );
+    assert_eq!(
+        field("ContainerConfig", "mounts").type_name(),
+        ".runtime.v1.Mount"
+    );
+    assert_eq!(
+        field("ContainerConfig", "linux").type_name(),
+        ".runtime.v1.LinuxContainerConfig"
+    );
+    assert_eq!(
+        field("ContainerConfig", "stop_signal").type_name(),
+        ".runtime.v1.Signal"
+    );
+    assert_eq!(field("PsiStats", "Full").number(), 1);
+    assert_eq!(field("PsiData", "Avg300").r#type(), Type::Double);
+
+    // Fields that are NOT in upstream: the unmerged audit_request_id (kubernetes/kubernetes
+    // #138752) and cgroup_mount_mode (#139824).
+    let numbers =
+        |msg: &str| -> Vec<i32> { message(f, msg).field.iter().map(|x| x.number()).collect() };
+    assert_eq!(numbers("ExecRequest"), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(numbers("AttachRequest"), [1, 2, 3, 4, 5]);
+    assert_eq!(numbers("RuntimeFeatures"), [1, 2, 3]);
+    assert!(
+        !message(f, "LinuxContainerSecurityContext")
+            .field
+            .iter()
+            .any(|x| x.number() == 18)
+    );
+    assert!(message(f, "GetEventsRequest").field.is_empty());
+    assert!(
+        message(f, "StreamPodSandboxMetricsRequest")
+            .field
+            .is_empty()
+    );
+    assert!(message(f, "CheckpointPodResponse").field.is_empty());
+
+    // Field options survive: deprecated fields, and debug_redact on the registry secrets.
+    for (msg, name) in [
+        ("LinuxSandboxSecurityContext", "seccomp_profile_path"),
+        ("LinuxContainerSecurityContext", "apparmor_profile"),
+        ("LinuxContainerSecurityContext", "seccomp_profile_path"),
+    ] {
+        let opts = field(msg, name).options.unwrap_or_default();
+        assert_eq!(opts.deprecated, Some(true), "{msg}.{name} is deprecated");
+    }
+    // `[debug_redact = true]` is FieldOptions field 16 (varint 1), inside FieldDescriptorProto
+    // field 8 (options): 42 03 80 01 01. prost_types' FieldOptions predates debug_redact, so
+    // look in the raw bytes: AuthConfig's password, auth, identity_token and registry_token.
+    let redacted = FILE_DESCRIPTOR_SET
+        .windows(5)
+        .filter(|w| *w == [0x42, 0x03, 0x80, 0x01, 0x01])
+        .count();
+    assert_eq!(
+        redacted, 4,
+        "debug_redact options kept in FILE_DESCRIPTOR_SET"
+    );
+}
+
+#[test]
+fn cri_enums() {
+    let set = descriptor_set();
+    let f = file(&set, CRI);
+    assert_eq!(
+        enum_values(top_enum(f, "Protocol")),
+        [("TCP", 0), ("UDP", 1), ("SCTP", 2)]
+    );
+    assert_eq!(
+        enum_values(top_enum(f, "MountPropagation")),
+        [
+            ("PROPAGATION_PRIVATE", 0),
+            ("PROPAGATION_HOST_TO_CONTAINER", 1),
+            ("PROPAGATION_BIDIRECTIONAL", 2),
+        ]
+    );
+    assert_eq!(
+        enum_values(top_enum(f, "NamespaceMode")),
+        [("POD", 0), ("CONTAINER", 1), ("NODE", 2), ("TARGET", 3)]
+    );
+    assert_eq!(
+        enum_values(top_enum(f, "SupplementalGroupsPolicy")),
+        [("Merge", 0), ("Strict", 1)]
+    );
+    assert_eq!(
+        enum_values(top_enum(f, "PodSandboxState")),
+        [("SANDBOX_READY", 0), ("SANDBOX_NOTREADY", 1)]
+    );
+    assert_eq!(
+        enum_values(top_enum(f, "ContainerState")),
+        [
+            ("CONTAINER_CREATED", 0),
+            ("CONTAINER_RUNNING", 1),
+            ("CONTAINER_EXITED", 2),
+            ("CONTAINER_UNKNOWN", 3),
+        ]
+    );
+    assert_eq!(
+        enum_values(top_enum(f, "ContainerEventType")),
+        [
+            ("CONTAINER_CREATED_EVENT", 0),
+            ("CONTAINER_STARTED_EVENT", 1),
+            ("CONTAINER_STOPPED_EVENT", 2),
+            ("CONTAINER_DELETED_EVENT", 3),
+        ]
+    );
+    assert_eq!(
+        enum_values(top_enum(f, "MetricType")),
+        [("COUNTER", 0), ("GAUGE", 1)]
+    );
+    assert_eq!(
+        enum_values(top_enum(f, "CgroupDriver")),
+        [("SYSTEMD", 0), ("CGROUPFS", 1)]
+    );
+    assert_eq!(
+        enum_values(nested_enum(f, "SecurityProfile", "ProfileType")),
+        [("RuntimeDefault", 0), ("Unconfined", 1), ("Localhost", 2)]
+    );
+    // Signal: 66 values, SIGNAL_-prefixed since kubernetes/kubernetes#139251 (wire unchanged).
+    let signal = enum_values(top_enum(f, "Signal"));
+    assert_eq!(signal.len(), 66);
+    assert!(
+        signal
+            .iter()
+            .enumerate()
+            .all(|(i, (n, v))| *v == i as i32 && n.starts_with("SIGNAL_"))
+    );
+    for (name, value) in [
+        ("SIGNAL_RUNTIME_DEFAULT", 0),
+        ("SIGNAL_SIGABRT", 1),
+        ("SIGNAL_SIGHUP", 8),
+        ("SIGNAL_SIGKILL", 13),
+        ("SIGNAL_SIGTERM", 23),
+        ("SIGNAL_SIGUSR1", 29),
+        ("SIGNAL_SIGRTMIN", 35),
+        ("SIGNAL_SIGRTMINPLUS15", 50),
+        ("SIGNAL_SIGRTMAXMINUS14", 51),
+        ("SIGNAL_SIGRTMAX", 65),
+    ] {
+        assert!(signal.contains(&(name, value)), "{name} = {value}");
+    }
+    let enums: Vec<&str> = f.enum_type.iter().map(|e| e.name()).collect();
+    assert!(
+        !enums.contains(&"CgroupMountMode"),
+        "unmerged #139824 left out"
+    );
+}
+
+/// The generated CRI types put upstream's bytes on the wire.
+#[test]
+fn cri_types_encode_upstream_wire_format() {
+    use cri::v1 as c;
+
+    let run = c::RunPodSandboxRequest {
+        config: Some(c::PodSandboxConfig {
+            metadata: Some(c::PodSandboxMetadata {
+                name: "n".into(),
+                uid: "u".into(),
+                namespace: "ns".into(),
+                attempt: 2,
+            }),
+            ..Default::default()
+        }),
+        runtime_handler: "wasm".into(),
+    };
+    assert_eq!(
+        run.encode_to_vec(),
+        [
+            0x0a, 14, // 1: config
+            0x0a, 12, // config.1: metadata
+            0x0a, 1, b'n', // name=1
+            0x12, 1, b'u', // uid=2
+            0x1a, 2, b'n', b's', // namespace=3
+            0x20, 2, // attempt=4
+            0x12, 4, b'w', b'a', b's', b'm', // 2: runtime_handler
+        ]
+    );
+
+    let create = c::CreateContainerRequest {
+        pod_sandbox_id: "p".into(),
+        config: Some(c::ContainerConfig {
+            metadata: Some(c::ContainerMetadata {
+                name: "c".into(),
+                attempt: 1,
+            }),
+            // Not valid UTF-8: allowed since KeyValue.value became `bytes`.
+            envs: vec![c::KeyValue {
+                key: "K".into(),
+                value: vec![0xff],
+            }],
+            stop_signal: c::Signal::Sigterm as i32,
+            ..Default::default()
+        }),
+        sandbox_config: None,
+    };
+    let bytes = create.encode_to_vec();
+    assert_eq!(
+        bytes,
+        [
+            0x0a, 1, b'p', // 1: pod_sandbox_id
+            0x12, 18, // 2: config
+            0x0a, 5, 0x0a, 1, b'c', 0x10, 1, // config.1: metadata {name, attempt}
+            0x32, 6, 0x0a, 1, b'K', 0x12, 1, 0xff, // config.6: envs {key, value}
+            0x90, 0x01, 23, // config.18: stop_signal = SIGNAL_SIGTERM
+        ]
+    );
+    assert_eq!(
+        c::CreateContainerRequest::decode(&bytes[..]).unwrap(),
+        create
+    );
+
+    let listed = c::StreamContainersResponse {
+        containers: vec![c::Container {
+            id: "x".into(),
+            state: c::ContainerState::ContainerRunning as i32,
+            ..Default::default()
+        }],
+    };
+    assert_eq!(
+        listed.encode_to_vec(),
+        [0x0a, 5, 0x0a, 1, b'x', 0x30, 1] // 1: containers {id=1, state=6}
+    );
+
+    let restored = c::RestorePodResponse {
+        pod_sandbox_id: "s".into(),
+        restored_containers: vec![c::RestoredContainer {
+            name: "a".into(),
+            container_id: "i".into(),
+        }],
+    };
+    assert_eq!(
+        restored.encode_to_vec(),
+        [0x0a, 1, b's', 0x12, 6, 0x0a, 1, b'a', 0x12, 1, b'i']
+    );
+}
+
+/// The CRI client and server modules exist under the documented paths, with a streaming
+/// associated type for every server-streaming RPC.
+#[test]
+fn cri_client_and_server_paths() {
+    use cri::v1::image_service_client::ImageServiceClient;
+    use cri::v1::image_service_server::{ImageService, ImageServiceServer};
+    use cri::v1::runtime_service_client::RuntimeServiceClient;
+    use cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+    use tonic::server::NamedService;
+
+    assert_eq!(
+        <RuntimeServiceServer<()> as NamedService>::NAME,
+        "runtime.v1.RuntimeService"
+    );
+    assert_eq!(
+        <ImageServiceServer<()> as NamedService>::NAME,
+        "runtime.v1.ImageService"
+    );
+    let _: Option<RuntimeServiceClient<tonic::transport::Channel>> = None;
+    let _: Option<ImageServiceClient<tonic::transport::Channel>> = None;
+
+    // Compile-time check: the server traits name one stream type per server-streaming RPC.
+    #[allow(dead_code, clippy::type_complexity)]
+    fn stream_types<R: RuntimeService, I: ImageService>() -> (
+        Option<R::StreamPodSandboxesStream>,
+        Option<R::StreamContainersStream>,
+        Option<R::StreamContainerStatsStream>,
+        Option<R::StreamPodSandboxStatsStream>,
+        Option<R::GetContainerEventsStream>,
+        Option<R::StreamPodSandboxMetricsStream>,
+        Option<I::StreamImagesStream>,
+    ) {
+        (None, None, None, None, None, None, None)
+    }
+
+    assert!(!wasmgate_proto::CRI_API_VERSION.is_empty());
 }
