@@ -30,11 +30,25 @@ mod storage {
     });
 }
 
+mod runtime {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "wasmgate:plugin/runtime-hook",
+        imports: { default: trappable },
+        with: {
+            "wasi:keyvalue": crate::bindings::network::wasi::keyvalue,
+        },
+    });
+}
+
 /// The world a network plugin must fit, as shown in `wasmgate plugin list` and in link errors.
 pub const NETWORK_WORLD: &str = "wasmgate:plugin/network-plugin@0.1.0";
 
 /// The world a storage (CSI) plugin must fit.
 pub const STORAGE_WORLD: &str = "wasmgate:plugin/storage-plugin@0.1.0";
+
+/// The world a CRI runtime hook must fit.
+pub const RUNTIME_WORLD: &str = "wasmgate:plugin/runtime-hook@0.1.0";
 
 pub use network::exports::wasmgate::plugin::network::Guest as NetworkGuest;
 pub use network::wasi::keyvalue;
@@ -47,3 +61,7 @@ pub use storage::exports::wasmgate::plugin::{
 };
 pub use storage::wasmgate::plugin::csi_types;
 pub use storage::{StoragePlugin, StoragePluginPre};
+
+pub use runtime::exports::wasmgate::plugin::hook as cri_hook;
+pub use runtime::wasmgate::plugin::cri_types;
+pub use runtime::{RuntimeHook, RuntimeHookPre};

@@ -12,8 +12,8 @@ use wasmtime::Store;
 
 use crate::EngineError;
 use crate::bindings::{
-    NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre, STORAGE_WORLD, StoragePlugin,
-    StoragePluginPre,
+    NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre, RUNTIME_WORLD, RuntimeHook,
+    RuntimeHookPre, STORAGE_WORLD, StoragePlugin, StoragePluginPre,
 };
 use crate::call::{self, CallContext, CallError, Failure, Idle, Limits};
 use crate::engine::{WasmEngine, sha256_hex};
@@ -47,6 +47,7 @@ pub enum World {
     #[default]
     Network,
     Storage,
+    Runtime,
 }
 
 impl World {
@@ -54,6 +55,7 @@ impl World {
         match self {
             World::Network => NETWORK_WORLD,
             World::Storage => STORAGE_WORLD,
+            World::Runtime => RUNTIME_WORLD,
         }
     }
 }
@@ -64,6 +66,7 @@ pub(crate) enum Pre {
     Network(NetworkPluginPre<HostState>),
     // Boxed: a storage world's export indices make it twice the network one's size.
     Storage(Box<StoragePluginPre<HostState>>),
+    Runtime(RuntimeHookPre<HostState>),
 }
 
 impl PluginSpec {
@@ -99,6 +102,8 @@ pub struct LoadedPlugin {
     permits: Arc<tokio::sync::Semaphore>,
     /// Storage plugins' instances between calls.
     idle: Arc<Idle<StoragePlugin>>,
+    /// Runtime hooks' instances between calls.
+    idle_hooks: Arc<Idle<RuntimeHook>>,
 }
 
 /// What `wasmgate plugin list` shows.
@@ -155,6 +160,26 @@ impl LoadedPlugin {
         call::run_reusing(
             self.call_context(),
             self.idle.clone(),
+            move |store| pre.instantiate(store),
+            f,
+        )
+        .await
+    }
+
+    /// Runs `f` on an instance of this runtime hook, reused like a storage plugin's: a hook sits
+    /// on the path of every CRI call it subscribes to, and instantiating costs more than most
+    /// hooks' work.
+    pub async fn runtime<R, F>(&self, f: F) -> Result<R, CallError>
+    where
+        F: FnOnce(&RuntimeHook, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let Pre::Runtime(pre) = self.pre.clone() else {
+            return Err(self.wrong_world(World::Runtime));
+        };
+        call::run_reusing(
+            self.call_context(),
+            self.idle_hooks.clone(),
             move |store| pre.instantiate(store),
             f,
         )
@@ -358,6 +383,7 @@ fn build(
     let pre = match spec.world {
         World::Network => Pre::Network(NetworkPluginPre::new(pre).map_err(link)?),
         World::Storage => Pre::Storage(Box::new(StoragePluginPre::new(pre).map_err(link)?)),
+        World::Runtime => Pre::Runtime(RuntimeHookPre::new(pre).map_err(link)?),
     };
     let config = Arc::new(
         spec.config
@@ -386,5 +412,6 @@ fn build(
         config,
         permits,
         idle: Arc::default(),
+        idle_hooks: Arc::default(),
     })
 }
