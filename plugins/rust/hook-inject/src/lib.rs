@@ -1,0 +1,57 @@
+//! `hook-inject`: an example wasmgate CRI runtime hook, a Wasm component.
+//!
+//! It subscribes to `create-container` and, in its pre-hook, adds one environment variable and
+//! one container annotation carrying the same value, by default the node's name:
+//! `WASMGATE_NODE=<node>` and `wasmgate.io/node=<node>`.
+//!
+//! Layout:
+//! - this file: the generated bindings and a thin `Guest` impl that wires `wasi:config` into
+//!   [`inject`] behind the [`settings::Settings`] trait;
+//! - [`inject`]: the adjustment, pure logic (unit-tested natively);
+//! - [`settings`]: reading the configuration keys.
+//!
+//! Configuration is read on every call: the host may reuse an instance, and an operator may have
+//! changed the keys in between.
+
+mod inject;
+mod settings;
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "wasmgate:plugin/runtime-hook@0.1.0",
+    generate_all,
+    // Tests compare decisions whole.
+    additional_derives: [PartialEq],
+});
+
+use exports::wasmgate::plugin::hook::Guest;
+use wasmgate::plugin::cri_types::{Decision, Event, Outcome, Request};
+
+/// The exported component.
+struct Hook;
+
+impl Guest for Hook {
+    fn subscriptions() -> Vec<Event> {
+        inject::subscriptions()
+    }
+
+    fn pre(req: Request) -> Decision {
+        inject::pre(&req, &WasiSettings)
+    }
+
+    fn post(_req: Request, _outcome: Outcome) {}
+}
+
+export!(Hook);
+
+/// `wasi:config/store`. A missing key is `Ok(None)`.
+struct WasiSettings;
+
+impl settings::Settings for WasiSettings {
+    fn get(&self, key: &str) -> Result<Option<String>, String> {
+        use wasi::config::store::Error;
+        wasi::config::store::get(key).map_err(|e| match e {
+            Error::Upstream(msg) | Error::Io(msg) => msg,
+        })
+    }
+}
