@@ -23,8 +23,44 @@ pub enum AdminRequest {
         name: String,
     },
     Stats,
-    /// Keeps the connection open and streams [`TraceLine`]s.
-    Trace,
+    /// Keeps the connection open and streams the [`TraceLine`]s that pass `filter`.
+    Trace {
+        #[serde(default)]
+        filter: TraceFilter,
+    },
+}
+
+/// Which calls a trace follower wants; every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceFilter {
+    /// `cni`, `csi` or `cri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// The method name, e.g. `CreateContainer`, `ADD`, `NodePublishVolume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// A substring of any key ID: container, pod, volume, network, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Only failed calls.
+    #[serde(default)]
+    pub errors: bool,
+}
+
+impl TraceFilter {
+    pub fn matches(&self, c: &crate::trace::CallRecord) -> bool {
+        let eq = |want: &Option<String>, have: &str| {
+            want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))
+        };
+        eq(&self.interface, &c.interface)
+            && eq(&self.method, &c.method)
+            && (!self.errors || !c.ok)
+            && self.id.as_deref().is_none_or(|id| {
+                c.container_id.contains(id)
+                    || c.network.as_deref().is_some_and(|n| n.contains(id))
+                    || c.ids.values().any(|v| v.contains(id))
+            })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,7 +86,9 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>, trace: Arc<T
         tokio::spawn(async move {
             let mut stream = BufReader::new(stream);
             let resp = match read_json::<AdminRequest>(&mut stream).await {
-                Ok(Some(Ok(AdminRequest::Trace))) => return follow(stream, &trace).await,
+                Ok(Some(Ok(AdminRequest::Trace { filter }))) => {
+                    return follow(stream, &trace, filter).await;
+                }
                 Ok(Some(Ok(AdminRequest::Stats))) => AdminResponse::Stats {
                     calls: trace.stats(),
                 },
@@ -82,7 +120,7 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>, trace: Arc<T
 }
 
 /// Streams trace lines until the follower hangs up.
-async fn follow(mut stream: BufReader<tokio::net::UnixStream>, trace: &Trace) {
+async fn follow(mut stream: BufReader<tokio::net::UnixStream>, trace: &Trace, filter: TraceFilter) {
     use tokio::sync::broadcast::error::RecvError;
     let mut rx = trace.subscribe();
     if write_json(&mut stream, &TraceLine::Subscribed)
@@ -93,7 +131,8 @@ async fn follow(mut stream: BufReader<tokio::net::UnixStream>, trace: &Trace) {
     }
     loop {
         let line = match rx.recv().await {
-            Ok(call) => TraceLine::Call(Box::new(call)),
+            Ok(call) if filter.matches(&call) => TraceLine::Call(Box::new(call)),
+            Ok(_) => continue,
             Err(RecvError::Lagged(count)) => TraceLine::Dropped { count },
             Err(RecvError::Closed) => return,
         };
@@ -160,9 +199,10 @@ pub fn stats(socket: &Path) -> Result<BTreeMap<String, MethodStats>, ClientError
 /// Follows the trace: `each` gets every line until it returns false or the daemon goes away.
 pub fn follow_trace(
     socket: &Path,
+    filter: TraceFilter,
     mut each: impl FnMut(TraceLine) -> bool,
 ) -> Result<(), ClientError> {
-    let mut lines = connect(socket, &AdminRequest::Trace)?.lines();
+    let mut lines = connect(socket, &AdminRequest::Trace { filter })?.lines();
     while let Some(line) = lines.next().transpose()? {
         if !each(serde_json::from_str(&line)?) {
             break;

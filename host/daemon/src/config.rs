@@ -29,7 +29,33 @@ pub struct Config {
     /// defaults serve the example driver.
     #[serde(default)]
     pub csi: Option<CsiSection>,
+    /// The CRI proxy. A config file without a `[cri]` table serves no CRI; the embedded
+    /// defaults serve the builtin runtime.
+    #[serde(default)]
+    pub cri: Option<CriSection>,
     pub plugins: BTreeMap<String, PluginSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriSection {
+    /// kubelet's `--container-runtime-endpoint=unix://<socket>`; mode 0600.
+    pub socket: PathBuf,
+    /// `builtin` (an in-memory runtime) or a CRI endpoint such as
+    /// `unix:///run/containerd/containerd.sock` to forward to.
+    pub upstream: String,
+    /// Runtime hooks (plugins with `world = "runtime"`), run in this order.
+    pub hooks: Vec<String>,
+}
+
+impl Default for CriSection {
+    fn default() -> Self {
+        Self {
+            socket: "/run/wasmgate/cri.sock".into(),
+            upstream: "builtin".to_string(),
+            hooks: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,7 +151,9 @@ pub struct CniSection {
 #[serde(rename_all = "lowercase")]
 pub enum FailurePolicy {
     #[default]
+    #[serde(alias = "fail-closed")]
     Closed,
+    #[serde(alias = "fail-open")]
     Open,
 }
 
@@ -216,6 +244,7 @@ impl Default for Config {
             admin: AdminSection::default(),
             cni: CniSection::default(),
             csi: Some(CsiSection::default()),
+            cri: Some(CriSection::default()),
             plugins,
         }
     }
@@ -306,8 +335,8 @@ impl Config {
                 )));
             }
             // A CNI or CSI call that silently skips its plugin would leave a pod without a
-            // network or a volume.
-            if p.failure == FailurePolicy::Open {
+            // network or a volume; only a runtime hook may be skipped.
+            if p.failure == FailurePolicy::Open && p.world != World::Runtime {
                 return Err(ConfigError::Invalid(format!(
                     "plugin {name}: failure = \"open\" is for runtime hooks; network and storage plugins always fail closed"
                 )));
@@ -327,6 +356,29 @@ impl Config {
                 )));
             }
             _ => {}
+        }
+        if let Some(cri) = &self.cri {
+            if cri.upstream != "builtin" && !cri.upstream.starts_with("unix://") {
+                return Err(ConfigError::Invalid(format!(
+                    "cri.upstream {:?} must be \"builtin\" or a unix:// endpoint",
+                    cri.upstream
+                )));
+            }
+            for h in &cri.hooks {
+                match self.plugins.get(h) {
+                    Some(p) if p.world == World::Runtime => {}
+                    Some(_) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "cri.hooks: {h:?} must be declared with world = \"runtime\""
+                        )));
+                    }
+                    None => {
+                        return Err(ConfigError::Invalid(format!(
+                            "cri.hooks: {h:?} is not declared under [plugins]"
+                        )));
+                    }
+                }
+            }
         }
         if let Some(csi) = &self.csi {
             match self.plugins.get(&csi.plugin) {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cni;
 pub mod config;
+pub mod cri;
 pub mod csi;
 mod socket;
 pub mod state;
@@ -163,7 +164,51 @@ pub async fn run_with(
         }
     });
     let cni_task = tokio::spawn(cni::server::serve(cni_listener, svc));
-    let mut csi_tasks = Vec::new();
+    // Every gRPC server task: CRI (and the builtin runtime), CSI, registration.
+    let mut grpc_tasks = Vec::new();
+    if let Some(cri) = &cfg.cri {
+        // The builtin runtime sits behind the proxy on a private socket, so that it is reached
+        // exactly as an upstream runtime is.
+        let backend_socket = match cri.upstream.strip_prefix("unix://") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                let path = cfg.state_dir.join("cri-builtin.sock");
+                let listener =
+                    socket::bind(&path, 0o600).map_err(io("bind builtin runtime socket", &path))?;
+                let b = Arc::new(cri::builtin::Builtin::new());
+                grpc_tasks.push(tokio::spawn(async move {
+                    if let Err(e) = cri::upstream::serve_builtin(listener, b).await {
+                        tracing::error!("builtin runtime stopped: {e}");
+                    }
+                }));
+                path
+            }
+        };
+        let hooks = cri
+            .hooks
+            .iter()
+            .map(|h| cri::HookSpec {
+                name: h.clone(),
+                failure: cfg.plugins[h].failure,
+            })
+            .collect();
+        let svc = Arc::new(cri::CriService::new(
+            cri::upstream::backend(&backend_socket),
+            cri.upstream.clone(),
+            registry.clone(),
+            hooks,
+            trace.clone(),
+        ));
+        // kubelet runs as root; nobody else may drive the runtime.
+        let listener =
+            socket::bind(&cri.socket, 0o600).map_err(io("bind cri socket", &cri.socket))?;
+        grpc_tasks.push(tokio::spawn(async move {
+            if let Err(e) = cri::serve(listener, svc, std::future::pending()).await {
+                tracing::error!("cri server stopped: {e}");
+            }
+        }));
+        tracing::info!(cri = %cri.socket.display(), upstream = %cri.upstream, "serving cri");
+    }
     if let Some(csi) = &cfg.csi {
         let p = &cfg.plugins[&csi.plugin];
         let svc = Arc::new(csi::CsiService::new(
@@ -177,7 +222,7 @@ pub async fn run_with(
         let path = csi.socket_path();
         // kubelet and the sidecars run as root; nobody else has business on this socket.
         let listener = socket::bind(&path, 0o600).map_err(io("bind csi socket", &path))?;
-        csi_tasks.push(tokio::spawn(async move {
+        grpc_tasks.push(tokio::spawn(async move {
             if let Err(e) = csi::server::serve(listener, svc, std::future::pending()).await {
                 tracing::error!("csi server stopped: {e}");
             }
@@ -191,7 +236,7 @@ pub async fn run_with(
                 csi.driver.clone(),
                 path,
             ));
-            csi_tasks.push(tokio::spawn(async move {
+            grpc_tasks.push(tokio::spawn(async move {
                 if let Err(e) =
                     csi::registration::serve(listener, reg, std::future::pending()).await
                 {
@@ -207,11 +252,14 @@ pub async fn run_with(
     cni_task.abort();
     admin_task.abort();
     poller.abort();
-    for t in csi_tasks {
+    for t in grpc_tasks {
         t.abort();
     }
     let _ = std::fs::remove_file(&cfg.cni.socket);
     let _ = std::fs::remove_file(&cfg.admin.socket);
+    if let Some(cri) = &cfg.cri {
+        let _ = std::fs::remove_file(&cri.socket);
+    }
     if let Some(csi) = &cfg.csi {
         let _ = std::fs::remove_file(csi.socket_path());
         let _ = std::fs::remove_file(csi.registration_socket());

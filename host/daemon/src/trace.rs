@@ -30,9 +30,26 @@ pub struct CallRecord {
     /// The call's key IDs for interfaces other than CNI, e.g. `volume_id` and `target_path`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ids: BTreeMap<String, String>,
+    /// CRI: what each runtime hook decided, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookDecision>,
+    /// CRI: how long the runtime behind the proxy took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_us: Option<u64>,
     pub ok: bool,
     pub code: Option<u32>,
     pub msg: Option<String>,
+    pub elapsed_us: u64,
+}
+
+/// One runtime hook's part in a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookDecision {
+    pub hook: String,
+    /// `pre` or `post`.
+    pub phase: String,
+    /// allow, deny: <reason>, adjust, skipped (fail-open): <why>, failed: <why>, ok.
+    pub decision: String,
     pub elapsed_us: u64,
 }
 
@@ -121,6 +138,8 @@ mod tests {
             container_id: "c".into(),
             ifname: "eth0".into(),
             ids: BTreeMap::new(),
+            hooks: Vec::new(),
+            upstream_us: None,
             ok,
             code: (!ok).then_some(7),
             msg: None,

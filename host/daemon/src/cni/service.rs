@@ -137,6 +137,8 @@ impl CniService {
             container_id: cid,
             ifname,
             ids: Default::default(),
+            hooks: Vec::new(),
+            upstream_us: None,
             ok: code.is_none(),
             code,
             msg,

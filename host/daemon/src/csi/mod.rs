@@ -204,6 +204,8 @@ impl Call<'_> {
             container_id: String::new(),
             ifname: String::new(),
             ids: self.ids,
+            hooks: Vec::new(),
+            upstream_us: None,
             ok,
             code,
             msg,

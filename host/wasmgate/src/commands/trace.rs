@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use wasmgate_daemon::admin::{follow_trace, stats};
+use wasmgate_daemon::admin::{TraceFilter, follow_trace, stats};
 use wasmgate_daemon::trace::TraceLine;
 
 #[derive(clap::Args)]
@@ -15,6 +15,18 @@ pub struct Args {
     /// Print the call counters once instead of following the trace.
     #[arg(long)]
     stats: bool,
+    /// Only calls of this interface: cni, csi or cri.
+    #[arg(long)]
+    interface: Option<String>,
+    /// Only calls of this method, e.g. CreateContainer, ADD, NodePublishVolume.
+    #[arg(long)]
+    method: Option<String>,
+    /// Only calls whose key IDs (container, pod, volume, network, ...) contain this.
+    #[arg(long)]
+    id: Option<String>,
+    /// Only failed calls.
+    #[arg(long)]
+    errors: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -40,7 +52,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    follow_trace(&args.admin, |line| {
+    let filter = TraceFilter {
+        interface: args.interface.clone(),
+        method: args.method.clone(),
+        id: args.id.clone(),
+        errors: args.errors,
+    };
+    follow_trace(&args.admin, filter, |line| {
         use std::io::Write;
         let text = if args.json {
             serde_json::to_string(&line).unwrap_or_default()
@@ -67,7 +85,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         format!("error {}", c.code.unwrap_or(0))
                     },
                     c.elapsed_us,
-                    c.msg.map(|m| format!(": {m}")).unwrap_or_default(),
+                    hooks_and_upstream(&c)
+                        + &c.msg.clone().map(|m| format!(": {m}")).unwrap_or_default(),
                 ),
             }
         };
@@ -93,4 +112,19 @@ fn subject(c: &wasmgate_daemon::trace::CallRecord) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// CRI calls: each hook's decision and time, and the runtime's time.
+fn hooks_and_upstream(c: &wasmgate_daemon::trace::CallRecord) -> String {
+    let mut out = String::new();
+    for h in &c.hooks {
+        out.push_str(&format!(
+            " [{} {} {} {}µs]",
+            h.hook, h.phase, h.decision, h.elapsed_us
+        ));
+    }
+    if let Some(us) = c.upstream_us {
+        out.push_str(&format!(" upstream={us}µs"));
+    }
+    out
 }

@@ -1,0 +1,589 @@
+//! The CRI socket: routes each call by its path, either straight through to the runtime or
+//! through the hook chain.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::{Code, Status};
+use tower::{Service, ServiceExt};
+use wasmgate_engine::Registry;
+use wasmgate_engine::bindings::cri_types::{self as wit, Event};
+use wasmgate_proto::cri::v1 as pb;
+use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
+use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
+
+use super::hooks::{HookError, HookSpec, Hooks};
+use super::upstream::Backend;
+use super::view::{self, Merged};
+use crate::trace::{CallRecord, HookDecision, Trace, now_ms};
+
+const RUNTIME: &str = "runtime.v1.RuntimeService";
+const IMAGE: &str = "runtime.v1.ImageService";
+
+pub struct CriService {
+    backend: Backend,
+    /// Where calls go, for messages: `builtin` or the upstream endpoint.
+    upstream: String,
+    hooks: Hooks,
+    trace: Arc<Trace>,
+}
+
+/// One call's bookkeeping, for its trace record.
+struct Rec {
+    method: String,
+    ids: BTreeMap<String, String>,
+    hooks: Vec<HookDecision>,
+    upstream_us: Option<u64>,
+    at_ms: u64,
+    started: Instant,
+}
+
+impl Rec {
+    fn new(method: &str) -> Self {
+        Self {
+            method: method.to_string(),
+            ids: BTreeMap::new(),
+            hooks: Vec::new(),
+            upstream_us: None,
+            at_ms: now_ms(),
+            started: Instant::now(),
+        }
+    }
+
+    fn id(&mut self, key: &str, value: &str) {
+        if !value.is_empty() {
+            self.ids.insert(key.to_string(), value.to_string());
+        }
+    }
+}
+
+impl CriService {
+    pub fn new(
+        backend: Backend,
+        upstream: String,
+        registry: Arc<Registry>,
+        hooks: Vec<HookSpec>,
+        trace: Arc<Trace>,
+    ) -> Self {
+        Self {
+            backend,
+            upstream,
+            hooks: Hooks::new(registry, hooks),
+            trace,
+        }
+    }
+
+    fn runtime(&self) -> RuntimeServiceClient<Backend> {
+        RuntimeServiceClient::new(self.backend.clone())
+    }
+
+    fn images(&self) -> ImageServiceClient<Backend> {
+        ImageServiceClient::new(self.backend.clone())
+    }
+
+    fn record(&self, rec: Rec, status: Option<&Status>) {
+        let (ok, code, msg) = match status {
+            None => (true, None, None),
+            Some(s) if s.code() == Code::Ok => (true, None, None),
+            Some(s) => (false, Some(s.code() as u32), Some(s.message().to_string())),
+        };
+        self.trace.record(CallRecord {
+            at_ms: rec.at_ms,
+            interface: "cri".into(),
+            method: rec.method,
+            plugin: None,
+            plugin_sha256: None,
+            network: None,
+            container_id: String::new(),
+            ifname: String::new(),
+            ids: rec.ids,
+            hooks: rec.hooks,
+            upstream_us: rec.upstream_us,
+            ok,
+            code,
+            msg,
+            elapsed_us: rec.started.elapsed().as_micros() as u64,
+        });
+    }
+
+    /// Says which runtime a transport failure came from: tonic's own words name neither.
+    fn upstream_status(&self, s: Status) -> Status {
+        if s.code() == Code::Unavailable
+            || s.code() == Code::Unknown && s.message().contains("transport")
+        {
+            Status::unavailable(format!(
+                "runtime {} is unavailable: {}",
+                self.upstream,
+                s.message()
+            ))
+        } else {
+            s
+        }
+    }
+
+    /// Forwards the call as it came: bytes in, bytes out, streams and unknown methods included.
+    async fn raw(
+        self: Arc<Self>,
+        method: String,
+        req: http::Request<Body>,
+    ) -> http::Response<Body> {
+        let mut rec = Rec::new(&method);
+        let out = self.backend.clone().oneshot(req).await;
+        rec.upstream_us = Some(rec.started.elapsed().as_micros() as u64);
+        match out {
+            Ok(resp) => {
+                // An error is sent trailers-only, in the headers; a stream's end status is in
+                // trailers the proxy does not wait for.
+                let status = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map(|c| {
+                        let msg = resp
+                            .headers()
+                            .get("grpc-message")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        Status::new(Code::from_i32(c), msg.to_string())
+                    });
+                self.record(rec, status.as_ref());
+                resp
+            }
+            Err(e) => {
+                let status =
+                    Status::unavailable(format!("runtime {} is unavailable: {e}", self.upstream));
+                self.record(rec, Some(&status));
+                status.into_http()
+            }
+        }
+    }
+
+    /// Decodes the call, runs `f` on it, encodes the answer: the generated servers' unary path.
+    async fn typed<Req, Resp, F, Fut>(
+        self: Arc<Self>,
+        req: http::Request<Body>,
+        f: F,
+    ) -> http::Response<Body>
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        F: FnOnce(Arc<Self>, Req) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+    {
+        let svc = tower::service_fn(move |r: tonic::Request<Req>| {
+            let (f, me) = (f.clone(), self.clone());
+            async move { f(me, r.into_inner()).await.map(tonic::Response::new) }
+        });
+        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default());
+        grpc.unary(svc, req).await
+    }
+
+    async fn route(self: Arc<Self>, req: http::Request<Body>) -> http::Response<Body> {
+        let path = req.uri().path().to_string();
+        let method = path.rsplit('/').next().unwrap_or_default().to_string();
+        if self.hooks.is_empty() {
+            return self.raw(method, req).await;
+        }
+        match path.strip_prefix('/').unwrap_or_default() {
+            p if p == format!("{RUNTIME}/RunPodSandbox") => self.typed(req, Self::run_pod).await,
+            p if p == format!("{RUNTIME}/StopPodSandbox") => self.typed(req, Self::stop_pod).await,
+            p if p == format!("{RUNTIME}/RemovePodSandbox") => {
+                self.typed(req, Self::remove_pod).await
+            }
+            p if p == format!("{RUNTIME}/CreateContainer") => {
+                self.typed(req, Self::create_container).await
+            }
+            p if p == format!("{RUNTIME}/StartContainer") => {
+                self.typed(req, Self::start_container).await
+            }
+            p if p == format!("{RUNTIME}/StopContainer") => {
+                self.typed(req, Self::stop_container).await
+            }
+            p if p == format!("{RUNTIME}/RemoveContainer") => {
+                self.typed(req, Self::remove_container).await
+            }
+            p if p == format!("{RUNTIME}/UpdateContainerResources") => {
+                self.typed(req, Self::update_container).await
+            }
+            p if p == format!("{IMAGE}/PullImage") => self.typed(req, Self::pull_image).await,
+            _ => self.raw(method, req).await,
+        }
+    }
+
+    /// The hooked path of one call: pre-hooks, the adjusted call, post-hooks, one record.
+    #[allow(clippy::too_many_arguments)]
+    async fn hooked<Req, Resp, Fut>(
+        &self,
+        mut rec: Rec,
+        event: Event,
+        view: wit::Request,
+        mut req: Req,
+        apply: impl FnOnce(&Merged, &mut Req) -> Result<(), String>,
+        call: impl FnOnce(Req) -> Fut,
+        id_of: impl Fn(&Resp) -> String,
+    ) -> Result<Resp, Status>
+    where
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let hooks = self.hooks.subscribed(event, &mut rec.hooks).await;
+        let out = async {
+            let merged = self
+                .hooks
+                .pre(&hooks, &view, &mut rec.hooks)
+                .await
+                .map_err(hook_status)?;
+            if !merged.is_empty() {
+                apply(&merged, &mut req).map_err(Status::invalid_argument)?;
+            }
+            let started = Instant::now();
+            let out = call(req).await.map(tonic::Response::into_inner);
+            rec.upstream_us = Some(started.elapsed().as_micros() as u64);
+            out.map_err(|s| self.upstream_status(s))
+        }
+        .await;
+        if !hooks.is_empty() {
+            let outcome = match &out {
+                Ok(resp) => wit::Outcome::Ok(id_of(resp)),
+                Err(s) => wit::Outcome::Failed((s.code() as u32, s.message().to_string())),
+            };
+            self.hooks
+                .post(&hooks, &view, &outcome, &mut rec.hooks)
+                .await;
+        }
+        self.record(rec, out.as_ref().err());
+        out
+    }
+
+    /// The pod a call is about, as the runtime knows it; just its ID if the runtime does not.
+    async fn pod_view(&self, id: &str) -> wit::Pod {
+        let status = self
+            .runtime()
+            .pod_sandbox_status(pb::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().status);
+        match status {
+            Some(s) => view::pod_from_status(&s),
+            None => view::pod_from_config(&pb::PodSandboxConfig::default(), id, ""),
+        }
+    }
+
+    /// The container a call is about and its pod, as the runtime lists them.
+    async fn container_view(&self, id: &str) -> (wit::Pod, wit::Container) {
+        let listed = self
+            .runtime()
+            .list_containers(pb::ListContainersRequest {
+                filter: Some(pb::ContainerFilter {
+                    id: id.to_string(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().containers.into_iter().next());
+        match listed {
+            Some(c) => (
+                self.pod_view(&c.pod_sandbox_id).await,
+                view::container_from_listing(&c),
+            ),
+            None => (
+                self.pod_view("").await,
+                view::container_from_listing(&pb::Container {
+                    id: id.to_string(),
+                    ..Default::default()
+                }),
+            ),
+        }
+    }
+
+    async fn run_pod(
+        self: Arc<Self>,
+        req: pb::RunPodSandboxRequest,
+    ) -> Result<pb::RunPodSandboxResponse, Status> {
+        let mut rec = Rec::new("RunPodSandbox");
+        let config = req.config.clone().unwrap_or_default();
+        let pod = view::pod_from_config(&config, "", &req.runtime_handler);
+        rec.id("pod", &format!("{}/{}", pod.namespace, pod.name));
+        let mut client = self.runtime();
+        let apply = |m: &Merged, r: &mut pb::RunPodSandboxRequest| {
+            m.apply_pod(r.config.get_or_insert_with(Default::default));
+            Ok(())
+        };
+        self.hooked(
+            rec,
+            Event::RunPod,
+            wit::Request::RunPod(pod),
+            req,
+            apply,
+            |r| async move { client.run_pod_sandbox(r).await },
+            |r| r.pod_sandbox_id.clone(),
+        )
+        .await
+    }
+
+    async fn stop_pod(
+        self: Arc<Self>,
+        req: pb::StopPodSandboxRequest,
+    ) -> Result<pb::StopPodSandboxResponse, Status> {
+        let mut rec = Rec::new("StopPodSandbox");
+        rec.id("pod", &req.pod_sandbox_id);
+        let pod = self.pod_view(&req.pod_sandbox_id).await;
+        let id = req.pod_sandbox_id.clone();
+        let mut client = self.runtime();
+        self.hooked(
+            rec,
+            Event::StopPod,
+            wit::Request::StopPod(pod),
+            req,
+            no_adjustment,
+            |r| async move { client.stop_pod_sandbox(r).await },
+            move |_| id.clone(),
+        )
+        .await
+    }
+
+    async fn remove_pod(
+        self: Arc<Self>,
+        req: pb::RemovePodSandboxRequest,
+    ) -> Result<pb::RemovePodSandboxResponse, Status> {
+        let mut rec = Rec::new("RemovePodSandbox");
+        rec.id("pod", &req.pod_sandbox_id);
+        let pod = self.pod_view(&req.pod_sandbox_id).await;
+        let id = req.pod_sandbox_id.clone();
+        let mut client = self.runtime();
+        self.hooked(
+            rec,
+            Event::RemovePod,
+            wit::Request::RemovePod(pod),
+            req,
+            no_adjustment,
+            |r| async move { client.remove_pod_sandbox(r).await },
+            move |_| id.clone(),
+        )
+        .await
+    }
+
+    async fn create_container(
+        self: Arc<Self>,
+        req: pb::CreateContainerRequest,
+    ) -> Result<pb::CreateContainerResponse, Status> {
+        let mut rec = Rec::new("CreateContainer");
+        rec.id("pod", &req.pod_sandbox_id);
+        let config = req.config.clone().unwrap_or_default();
+        let pod = match &req.sandbox_config {
+            Some(sc) => view::pod_from_config(sc, &req.pod_sandbox_id, ""),
+            None => self.pod_view(&req.pod_sandbox_id).await,
+        };
+        let container = view::container_from_config(&config, "");
+        rec.id("container", &container.name);
+        let mut client = self.runtime();
+        let apply = |m: &Merged, r: &mut pb::CreateContainerRequest| {
+            let c = r.config.get_or_insert_with(Default::default);
+            m.apply_container(c);
+            view::validate_container(c)
+        };
+        self.hooked(
+            rec,
+            Event::CreateContainer,
+            wit::Request::CreateContainer((pod, container)),
+            req,
+            apply,
+            |r| async move { client.create_container(r).await },
+            |r| r.container_id.clone(),
+        )
+        .await
+    }
+
+    async fn start_container(
+        self: Arc<Self>,
+        req: pb::StartContainerRequest,
+    ) -> Result<pb::StartContainerResponse, Status> {
+        let mut rec = Rec::new("StartContainer");
+        rec.id("container", &req.container_id);
+        let v = self.container_view(&req.container_id).await;
+        let id = req.container_id.clone();
+        let mut client = self.runtime();
+        self.hooked(
+            rec,
+            Event::StartContainer,
+            wit::Request::StartContainer(v),
+            req,
+            no_adjustment,
+            |r| async move { client.start_container(r).await },
+            move |_| id.clone(),
+        )
+        .await
+    }
+
+    async fn stop_container(
+        self: Arc<Self>,
+        req: pb::StopContainerRequest,
+    ) -> Result<pb::StopContainerResponse, Status> {
+        let mut rec = Rec::new("StopContainer");
+        rec.id("container", &req.container_id);
+        let v = self.container_view(&req.container_id).await;
+        let id = req.container_id.clone();
+        let mut client = self.runtime();
+        self.hooked(
+            rec,
+            Event::StopContainer,
+            wit::Request::StopContainer(v),
+            req,
+            no_adjustment,
+            |r| async move { client.stop_container(r).await },
+            move |_| id.clone(),
+        )
+        .await
+    }
+
+    async fn remove_container(
+        self: Arc<Self>,
+        req: pb::RemoveContainerRequest,
+    ) -> Result<pb::RemoveContainerResponse, Status> {
+        let mut rec = Rec::new("RemoveContainer");
+        rec.id("container", &req.container_id);
+        let v = self.container_view(&req.container_id).await;
+        let id = req.container_id.clone();
+        let mut client = self.runtime();
+        self.hooked(
+            rec,
+            Event::RemoveContainer,
+            wit::Request::RemoveContainer(v),
+            req,
+            no_adjustment,
+            |r| async move { client.remove_container(r).await },
+            move |_| id.clone(),
+        )
+        .await
+    }
+
+    async fn update_container(
+        self: Arc<Self>,
+        req: pb::UpdateContainerResourcesRequest,
+    ) -> Result<pb::UpdateContainerResourcesResponse, Status> {
+        let mut rec = Rec::new("UpdateContainerResources");
+        rec.id("container", &req.container_id);
+        let (pod, mut container) = self.container_view(&req.container_id).await;
+        container.resources = req.linux.as_ref().map(view::resources);
+        let id = req.container_id.clone();
+        let mut client = self.runtime();
+        let apply = |m: &Merged, r: &mut pb::UpdateContainerResourcesRequest| {
+            m.apply_update(r);
+            Ok(())
+        };
+        self.hooked(
+            rec,
+            Event::UpdateContainer,
+            wit::Request::UpdateContainer((pod, container)),
+            req,
+            apply,
+            |r| async move { client.update_container_resources(r).await },
+            move |_| id.clone(),
+        )
+        .await
+    }
+
+    async fn pull_image(
+        self: Arc<Self>,
+        req: pb::PullImageRequest,
+    ) -> Result<pb::PullImageResponse, Status> {
+        let mut rec = Rec::new("PullImage");
+        let spec = req.image.clone().unwrap_or_default();
+        rec.id("image", &spec.image);
+        let mut annotations: Vec<_> = spec.annotations.clone().into_iter().collect();
+        annotations.sort();
+        let view = wit::Request::PullImage(wit::ImageRequest {
+            image: spec.image.clone(),
+            annotations,
+            pod: req
+                .sandbox_config
+                .as_ref()
+                .map(|sc| view::pod_from_config(sc, "", "")),
+        });
+        let mut client = self.images();
+        let apply = |m: &Merged, r: &mut pb::PullImageRequest| {
+            m.apply_pull(r);
+            Ok(())
+        };
+        self.hooked(
+            rec,
+            Event::PullImage,
+            view,
+            req,
+            apply,
+            |r| async move { client.pull_image(r).await },
+            |r| r.image_ref.clone(),
+        )
+        .await
+    }
+}
+
+/// For calls whose request has nothing a hook could adjust: such a hook may only allow or deny.
+fn no_adjustment<R>(_: &Merged, _: &mut R) -> Result<(), String> {
+    Ok(())
+}
+
+fn hook_status(e: HookError) -> Status {
+    let msg = e.to_string();
+    match e {
+        HookError::Denied { .. } => Status::permission_denied(msg),
+        HookError::Conflict(_) => Status::failed_precondition(msg),
+        HookError::Failed { timeout: true, .. } => Status::deadline_exceeded(msg),
+        HookError::Failed { .. } => Status::internal(msg),
+    }
+}
+
+/// The front door, registered under both CRI service names.
+#[derive(Clone)]
+struct Front<const IMAGE_SERVICE: bool>(Arc<CriService>);
+
+impl NamedService for Front<false> {
+    const NAME: &'static str = RUNTIME;
+}
+
+impl NamedService for Front<true> {
+    const NAME: &'static str = IMAGE;
+}
+
+impl<const I: bool> Service<http::Request<Body>> for Front<I> {
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move { Ok(svc.route(req).await) })
+    }
+}
+
+/// The largest request accepted; kubelet's own limit for CRI messages is 16 MiB.
+const MAX_MESSAGE: usize = 16 << 20;
+
+pub async fn serve(
+    listener: UnixListener,
+    svc: Arc<CriService>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let _ = MAX_MESSAGE;
+    tonic::transport::Server::builder()
+        .add_service(Front::<false>(svc.clone()))
+        .add_service(Front::<true>(svc))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,255 @@
+//! The runtime hook chain: each configured hook that subscribes to an event, in order, with its
+//! own timeout and failure policy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmgate_engine::bindings::cri_types::{Adjustment, Decision, Event, Outcome, Request};
+use wasmgate_engine::{CallError, Registry};
+
+use super::view::Merged;
+use crate::config::FailurePolicy;
+use crate::trace::HookDecision;
+
+#[derive(Debug, Clone)]
+pub struct HookSpec {
+    pub name: String,
+    pub failure: FailurePolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("denied by hook {hook}: {reason}")]
+    Denied { hook: String, reason: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("hook {hook} failed and is fail-closed: {error}")]
+    Failed {
+        hook: String,
+        error: String,
+        timeout: bool,
+    },
+}
+
+pub struct Hooks {
+    registry: Arc<Registry>,
+    chain: Vec<HookSpec>,
+    /// Each hook's subscriptions, asked once per loaded version.
+    subs: Mutex<HashMap<String, (u64, Arc<Vec<Event>>)>>,
+}
+
+impl Hooks {
+    pub fn new(registry: Arc<Registry>, chain: Vec<HookSpec>) -> Self {
+        Self {
+            registry,
+            chain,
+            subs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The hooks that want `event`, in order. A hook whose subscriptions cannot be read is
+    /// included when fail-closed (so the call fails on it, visibly) and skipped when fail-open.
+    pub async fn subscribed(&self, event: Event, seen: &mut Vec<HookDecision>) -> Vec<HookSpec> {
+        let mut out = Vec::new();
+        for h in &self.chain {
+            match self.subscriptions(&h.name).await {
+                Ok(events) if events.contains(&event) => out.push(h.clone()),
+                Ok(_) => {}
+                Err(e) if h.failure == FailurePolicy::Open => seen.push(HookDecision {
+                    hook: h.name.clone(),
+                    phase: "pre".into(),
+                    decision: format!("skipped (fail-open): {e}"),
+                    elapsed_us: 0,
+                }),
+                Err(_) => out.push(h.clone()),
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chain.is_empty()
+    }
+
+    async fn subscriptions(&self, hook: &str) -> Result<Arc<Vec<Event>>, String> {
+        let plugin = self.registry.get(hook).map_err(|e| e.to_string())?;
+        let generation = plugin.info().generation;
+        if let Some((g, subs)) = self
+            .subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hook)
+            && *g == generation
+        {
+            return Ok(subs.clone());
+        }
+        let subs = plugin
+            .runtime(|h, s| h.wasmgate_plugin_hook().call_subscriptions(s))
+            .await
+            .map_err(|e| e.to_string())?;
+        let subs = Arc::new(subs);
+        self.subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hook.to_string(), (generation, subs.clone()));
+        Ok(subs)
+    }
+
+    /// Runs every subscribed hook's `pre` in order; returns the merged adjustments.
+    pub async fn pre(
+        &self,
+        hooks: &[HookSpec],
+        req: &Request,
+        seen: &mut Vec<HookDecision>,
+    ) -> Result<Merged, HookError> {
+        let mut merged = Merged::default();
+        for h in hooks {
+            let started = Instant::now();
+            let r = req.clone();
+            let out = self
+                .call(&h.name, move |hook, s| {
+                    hook.wasmgate_plugin_hook().call_pre(s, &r)
+                })
+                .await;
+            let elapsed_us = started.elapsed().as_micros() as u64;
+            let mut record = |decision: String| {
+                seen.push(HookDecision {
+                    hook: h.name.clone(),
+                    phase: "pre".into(),
+                    decision,
+                    elapsed_us,
+                })
+            };
+            match out {
+                Ok(Decision::Allow) => record("allow".into()),
+                Ok(Decision::Deny(reason)) => {
+                    record(format!("deny: {reason}"));
+                    return Err(HookError::Denied {
+                        hook: h.name.clone(),
+                        reason,
+                    });
+                }
+                Ok(Decision::Adjust(a)) => {
+                    record(describe(&a));
+                    merged.add(&h.name, a).map_err(HookError::Conflict)?;
+                }
+                Err(e) => {
+                    if h.failure == FailurePolicy::Open {
+                        tracing::warn!(hook = %h.name, "hook failed, skipped (fail-open): {e}");
+                        record(format!("skipped (fail-open): {e}"));
+                    } else {
+                        record(format!("failed: {e}"));
+                        return Err(HookError::Failed {
+                            hook: h.name.clone(),
+                            timeout: matches!(e, HookCallError::Call(CallError::Timeout { .. })),
+                            error: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Tells every subscribed hook how the call ended. A failing post-hook is logged: the call
+    /// has already happened.
+    pub async fn post(
+        &self,
+        hooks: &[HookSpec],
+        req: &Request,
+        outcome: &Outcome,
+        seen: &mut Vec<HookDecision>,
+    ) {
+        for h in hooks {
+            let started = Instant::now();
+            let (r, o) = (req.clone(), outcome.clone());
+            let out = self
+                .call(&h.name, move |hook, s| {
+                    hook.wasmgate_plugin_hook().call_post(s, &r, &o)
+                })
+                .await;
+            let decision = match out {
+                Ok(()) => "ok".to_string(),
+                Err(e) => {
+                    tracing::warn!(hook = %h.name, "post-hook failed: {e}");
+                    format!("failed: {e}")
+                }
+            };
+            seen.push(HookDecision {
+                hook: h.name.clone(),
+                phase: "post".into(),
+                decision,
+                elapsed_us: started.elapsed().as_micros() as u64,
+            });
+        }
+    }
+
+    async fn call<R, F>(&self, hook: &str, f: F) -> Result<R, HookCallError>
+    where
+        F: FnOnce(
+                &wasmgate_engine::bindings::RuntimeHook,
+                &mut wasmgate_engine::wasmtime::Store<wasmgate_engine::HostState>,
+            ) -> wasmgate_engine::wasmtime::Result<R>
+            + Send
+            + 'static,
+        R: Send + 'static,
+    {
+        let plugin = self
+            .registry
+            .get(hook)
+            .map_err(|e| HookCallError::Engine(e.to_string()))?;
+        Ok(plugin.runtime(f).await?)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HookCallError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// A short account of an adjustment for the trace: which fields it touches.
+fn describe(a: &Adjustment) -> String {
+    let mut parts = Vec::new();
+    let mut keys = |what: &str, set: Vec<&String>, removed: &[String]| {
+        if !set.is_empty() || !removed.is_empty() {
+            let mut names: Vec<String> = set.into_iter().cloned().collect();
+            names.extend(removed.iter().map(|r| format!("-{r}")));
+            parts.push(format!("{what} {}", names.join(",")));
+        }
+    };
+    keys(
+        "annotations",
+        a.annotations.iter().map(|(k, _)| k).collect(),
+        &a.remove_annotations,
+    );
+    keys(
+        "labels",
+        a.labels.iter().map(|(k, _)| k).collect(),
+        &a.remove_labels,
+    );
+    keys("env", a.env.iter().map(|(k, _)| k).collect(), &a.remove_env);
+    keys(
+        "mounts",
+        a.mounts.iter().map(|m| &m.container_path).collect(),
+        &a.remove_mounts,
+    );
+    keys(
+        "devices",
+        a.devices.iter().map(|d| &d.container_path).collect(),
+        &a.remove_devices,
+    );
+    if a.resources.is_some() {
+        parts.push("resources".into());
+    }
+    if a.args.is_some() {
+        parts.push("args".into());
+    }
+    if let Some(i) = &a.image {
+        parts.push(format!("image {i}"));
+    }
+    format!("adjust: {}", parts.join("; "))
+}

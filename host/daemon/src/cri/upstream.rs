@@ -1,0 +1,33 @@
+//! What the proxy forwards to: a CRI runtime's socket, or the builtin runtime, which the daemon
+//! serves on a private socket of its own so that both are reached the same way.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use wasmgate_proto::cri::v1::{
+    image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer,
+};
+
+use super::builtin::Builtin;
+
+/// The runtime behind the proxy. Lazy: the runtime may start after us, or restart under us;
+/// each call (re)connects.
+pub type Backend = tonic::transport::Channel;
+
+pub fn backend(socket: &Path) -> Backend {
+    wasmgate_proto::unix_channel_lazy(socket)
+}
+
+/// Serves the builtin runtime on `listener` until the task is dropped.
+pub async fn serve_builtin(
+    listener: UnixListener,
+    b: Arc<Builtin>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::from_arc(b.clone()))
+        .add_service(ImageServiceServer::from_arc(b))
+        .serve_with_incoming(UnixListenerStream::new(listener))
+        .await
+}
