@@ -411,6 +411,8 @@ pub struct Daemon {
     /// Run in the machine's own namespaces, not inside `node`: CSI mounts must be visible to
     /// the test, and `ip netns exec` gives its command a private mount namespace.
     pub host_namespaces: bool,
+    /// Sockets besides the CNI one that must answer before the daemon counts as up.
+    pub wait_sockets: Vec<PathBuf>,
     child: Option<Child>,
 }
 
@@ -458,6 +460,7 @@ impl Daemon {
             config,
             wrapper,
             host_namespaces: false,
+            wait_sockets: Vec::new(),
             child: None,
         };
         d.spawn();
@@ -489,16 +492,61 @@ impl Daemon {
         );
         let config = dir.join("wasmgate.toml");
         std::fs::write(&config, toml).unwrap();
+        let wait_sockets = vec![dir.join("csi.sock")];
         let mut d = Self {
             node: Netns::new("wgc"),
             dir,
             config,
             wrapper: Vec::new(),
             host_namespaces: true,
+            wait_sockets,
             child: None,
         };
         d.spawn();
         d
+    }
+
+    /// A daemon serving CRI on [`Daemon::cri_socket`] in front of the builtin runtime (or
+    /// `upstream`), with runtime hooks: `hooks` are `(name, component, extra TOML lines)` in
+    /// chain order.
+    pub fn start_proxy(upstream: &str, hooks: &[(&str, PathBuf, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(unique("wasmgate-cri-"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let names: Vec<String> = hooks.iter().map(|(n, _, _)| format!("{n:?}")).collect();
+        let mut toml = format!(
+            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
+             [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"bridge\"\n\
+             [cri]\nsocket = \"{d}/cri.sock\"\nupstream = \"{upstream}\"\nhooks = [{h}]\n\
+             [plugins.bridge]\npath = \"{b}\"\n",
+            d = dir.display(),
+            h = names.join(", "),
+            b = plugin("bridge-ipam").display(),
+        );
+        for (name, path, extra) in hooks {
+            toml.push_str(&format!(
+                "[plugins.{name}]\nworld = \"runtime\"\npath = \"{}\"\n{extra}\n",
+                path.display()
+            ));
+        }
+        let config = dir.join("wasmgate.toml");
+        std::fs::write(&config, toml).unwrap();
+        let wait_sockets = vec![dir.join("cri.sock")];
+        let mut d = Self {
+            node: Netns::new("wgr"),
+            dir,
+            config,
+            wrapper: Vec::new(),
+            host_namespaces: true,
+            wait_sockets,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn cri_socket(&self) -> PathBuf {
+        self.dir.join("cri.sock")
     }
 
     pub fn csi_socket(&self) -> PathBuf {
@@ -560,7 +608,7 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(120);
         let up = |p: PathBuf| std::os::unix::net::UnixStream::connect(p).is_ok();
-        while !(up(self.cni_socket()) && (!self.host_namespaces || up(self.csi_socket()))) {
+        while !(up(self.cni_socket()) && self.wait_sockets.iter().all(|p| up(p.clone()))) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.log());
             }
