@@ -333,23 +333,77 @@ impl CriService {
         .await
     }
 
+    /// A pod-scoped call whose request is only the pod's ID: hooks see the pod as the runtime
+    /// knows it, and may allow or deny.
+    async fn pod_call<Req, Resp, Fut>(
+        &self,
+        method: &str,
+        id: String,
+        event: Event,
+        wrap: fn(wit::Pod) -> wit::Request,
+        req: Req,
+        call: impl FnOnce(RuntimeServiceClient<Backend>, Req) -> Fut,
+    ) -> Result<Resp, Status>
+    where
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let mut rec = Rec::new(method);
+        rec.id("pod", &id);
+        let view = wrap(self.pod_view(&id).await);
+        let client = self.runtime();
+        self.hooked(
+            rec,
+            event,
+            view,
+            req,
+            no_adjustment,
+            |r| call(client, r),
+            move |_| id.clone(),
+        )
+        .await
+    }
+
+    /// [`Self::pod_call`] for a container-scoped call.
+    async fn container_call<Req, Resp, Fut>(
+        &self,
+        method: &str,
+        id: String,
+        event: Event,
+        wrap: fn((wit::Pod, wit::Container)) -> wit::Request,
+        req: Req,
+        call: impl FnOnce(RuntimeServiceClient<Backend>, Req) -> Fut,
+    ) -> Result<Resp, Status>
+    where
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let mut rec = Rec::new(method);
+        rec.id("container", &id);
+        let view = wrap(self.container_view(&id).await);
+        let client = self.runtime();
+        self.hooked(
+            rec,
+            event,
+            view,
+            req,
+            no_adjustment,
+            |r| call(client, r),
+            move |_| id.clone(),
+        )
+        .await
+    }
+
     async fn stop_pod(
         self: Arc<Self>,
         req: pb::StopPodSandboxRequest,
     ) -> Result<pb::StopPodSandboxResponse, Status> {
-        let mut rec = Rec::new("StopPodSandbox");
-        rec.id("pod", &req.pod_sandbox_id);
-        let pod = self.pod_view(&req.pod_sandbox_id).await;
         let id = req.pod_sandbox_id.clone();
-        let mut client = self.runtime();
-        self.hooked(
-            rec,
+        self.pod_call(
+            "StopPodSandbox",
+            id,
             Event::StopPod,
-            wit::Request::StopPod(pod),
+            wit::Request::StopPod,
             req,
-            no_adjustment,
-            |r| async move { client.stop_pod_sandbox(r).await },
-            move |_| id.clone(),
+            |mut c, r| async move { c.stop_pod_sandbox(r).await },
         )
         .await
     }
@@ -358,19 +412,62 @@ impl CriService {
         self: Arc<Self>,
         req: pb::RemovePodSandboxRequest,
     ) -> Result<pb::RemovePodSandboxResponse, Status> {
-        let mut rec = Rec::new("RemovePodSandbox");
-        rec.id("pod", &req.pod_sandbox_id);
-        let pod = self.pod_view(&req.pod_sandbox_id).await;
         let id = req.pod_sandbox_id.clone();
-        let mut client = self.runtime();
-        self.hooked(
-            rec,
+        self.pod_call(
+            "RemovePodSandbox",
+            id,
             Event::RemovePod,
-            wit::Request::RemovePod(pod),
+            wit::Request::RemovePod,
             req,
-            no_adjustment,
-            |r| async move { client.remove_pod_sandbox(r).await },
-            move |_| id.clone(),
+            |mut c, r| async move { c.remove_pod_sandbox(r).await },
+        )
+        .await
+    }
+
+    async fn start_container(
+        self: Arc<Self>,
+        req: pb::StartContainerRequest,
+    ) -> Result<pb::StartContainerResponse, Status> {
+        let id = req.container_id.clone();
+        self.container_call(
+            "StartContainer",
+            id,
+            Event::StartContainer,
+            wit::Request::StartContainer,
+            req,
+            |mut c, r| async move { c.start_container(r).await },
+        )
+        .await
+    }
+
+    async fn stop_container(
+        self: Arc<Self>,
+        req: pb::StopContainerRequest,
+    ) -> Result<pb::StopContainerResponse, Status> {
+        let id = req.container_id.clone();
+        self.container_call(
+            "StopContainer",
+            id,
+            Event::StopContainer,
+            wit::Request::StopContainer,
+            req,
+            |mut c, r| async move { c.stop_container(r).await },
+        )
+        .await
+    }
+
+    async fn remove_container(
+        self: Arc<Self>,
+        req: pb::RemoveContainerRequest,
+    ) -> Result<pb::RemoveContainerResponse, Status> {
+        let id = req.container_id.clone();
+        self.container_call(
+            "RemoveContainer",
+            id,
+            Event::RemoveContainer,
+            wit::Request::RemoveContainer,
+            req,
+            |mut c, r| async move { c.remove_container(r).await },
         )
         .await
     }
@@ -402,69 +499,6 @@ impl CriService {
             apply,
             |r| async move { client.create_container(r).await },
             |r| r.container_id.clone(),
-        )
-        .await
-    }
-
-    async fn start_container(
-        self: Arc<Self>,
-        req: pb::StartContainerRequest,
-    ) -> Result<pb::StartContainerResponse, Status> {
-        let mut rec = Rec::new("StartContainer");
-        rec.id("container", &req.container_id);
-        let v = self.container_view(&req.container_id).await;
-        let id = req.container_id.clone();
-        let mut client = self.runtime();
-        self.hooked(
-            rec,
-            Event::StartContainer,
-            wit::Request::StartContainer(v),
-            req,
-            no_adjustment,
-            |r| async move { client.start_container(r).await },
-            move |_| id.clone(),
-        )
-        .await
-    }
-
-    async fn stop_container(
-        self: Arc<Self>,
-        req: pb::StopContainerRequest,
-    ) -> Result<pb::StopContainerResponse, Status> {
-        let mut rec = Rec::new("StopContainer");
-        rec.id("container", &req.container_id);
-        let v = self.container_view(&req.container_id).await;
-        let id = req.container_id.clone();
-        let mut client = self.runtime();
-        self.hooked(
-            rec,
-            Event::StopContainer,
-            wit::Request::StopContainer(v),
-            req,
-            no_adjustment,
-            |r| async move { client.stop_container(r).await },
-            move |_| id.clone(),
-        )
-        .await
-    }
-
-    async fn remove_container(
-        self: Arc<Self>,
-        req: pb::RemoveContainerRequest,
-    ) -> Result<pb::RemoveContainerResponse, Status> {
-        let mut rec = Rec::new("RemoveContainer");
-        rec.id("container", &req.container_id);
-        let v = self.container_view(&req.container_id).await;
-        let id = req.container_id.clone();
-        let mut client = self.runtime();
-        self.hooked(
-            rec,
-            Event::RemoveContainer,
-            wit::Request::RemoveContainer(v),
-            req,
-            no_adjustment,
-            |r| async move { client.remove_container(r).await },
-            move |_| id.clone(),
         )
         .await
     }

@@ -32,11 +32,14 @@ pub enum HookError {
     },
 }
 
+/// Hook name to (loaded version, its subscriptions).
+type Subscriptions = HashMap<String, (u64, Arc<Vec<Event>>)>;
+
 pub struct Hooks {
     registry: Arc<Registry>,
     chain: Vec<HookSpec>,
     /// Each hook's subscriptions, asked once per loaded version.
-    subs: Mutex<HashMap<String, (u64, Arc<Vec<Event>>)>>,
+    subs: Mutex<Subscriptions>,
 }
 
 impl Hooks {
