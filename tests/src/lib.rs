@@ -713,3 +713,5 @@ impl Daemon {
         }
     }
 }
+pub mod containerd;
+
