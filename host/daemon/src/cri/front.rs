@@ -83,10 +83,14 @@ impl CriService {
 
     fn runtime(&self) -> RuntimeServiceClient<Backend> {
         RuntimeServiceClient::new(self.backend.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
     }
 
     fn images(&self) -> ImageServiceClient<Backend> {
         ImageServiceClient::new(self.backend.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
     }
 
     fn record(&self, rec: Rec, status: Option<&Status>) {
@@ -183,7 +187,8 @@ impl CriService {
             let (f, me) = (f.clone(), self.clone());
             async move { f(me, r.into_inner()).await.map(tonic::Response::new) }
         });
-        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default());
+        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default())
+            .apply_max_message_size_config(Some(MAX_MESSAGE), Some(MAX_MESSAGE));
         grpc.unary(svc, req).await
     }
 
@@ -606,7 +611,8 @@ impl<const I: bool> Service<http::Request<Body>> for Front<I> {
     }
 }
 
-/// The largest request accepted; kubelet's own limit for CRI messages is 16 MiB.
+/// The largest message decoded on the hooked path, kubelet's own limit for CRI messages; calls
+/// forwarded untouched are bounded by the runtime behind us.
 const MAX_MESSAGE: usize = 16 << 20;
 
 pub async fn serve(
@@ -614,7 +620,6 @@ pub async fn serve(
     svc: Arc<CriService>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let _ = MAX_MESSAGE;
     tonic::transport::Server::builder()
         .add_service(Front::<false>(svc.clone()))
         .add_service(Front::<true>(svc))
