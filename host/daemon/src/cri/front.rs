@@ -268,6 +268,13 @@ impl CriService {
         out
     }
 
+    /// Whether any hook will see `event`. The lookups that build a hook's view of a pod or
+    /// container cost a runtime round trip each, for nothing when no hook subscribes; without
+    /// them the view is just the ID, as when the runtime does not know it.
+    async fn wanted(&self, event: Event) -> bool {
+        !self.hooks.subscribed(event, &mut Vec::new()).await.is_empty()
+    }
+
     /// The pod a call is about, as the runtime knows it; just its ID if the runtime does not.
     async fn pod_view(&self, id: &str) -> wit::Pod {
         let status = self
@@ -354,7 +361,11 @@ impl CriService {
     {
         let mut rec = Rec::new(method);
         rec.id("pod", &id);
-        let view = wrap(self.pod_view(&id).await);
+        let view = wrap(if self.wanted(event).await {
+            self.pod_view(&id).await
+        } else {
+            view::pod_from_config(&pb::PodSandboxConfig::default(), &id, "")
+        });
         let client = self.runtime();
         self.hooked(
             rec,
@@ -383,7 +394,11 @@ impl CriService {
     {
         let mut rec = Rec::new(method);
         rec.id("container", &id);
-        let view = wrap(self.container_view(&id).await);
+        let view = wrap(if self.wanted(event).await {
+            self.container_view(&id).await
+        } else {
+            id_only_container(&id)
+        });
         let client = self.runtime();
         self.hooked(
             rec,
@@ -493,8 +508,15 @@ impl CriService {
         let mut client = self.runtime();
         let apply = |m: &Merged, r: &mut pb::CreateContainerRequest| {
             let c = r.config.get_or_insert_with(Default::default);
+            // Only what the hooks broke is theirs to answer for: a request that was invalid
+            // before them goes on, for the runtime to refuse in its own words.
+            let was_valid = view::validate_container(c).is_ok();
             m.apply_container(c);
-            view::validate_container(c)
+            if was_valid {
+                view::validate_container(c)
+            } else {
+                Ok(())
+            }
         };
         self.hooked(
             rec,
@@ -514,7 +536,11 @@ impl CriService {
     ) -> Result<pb::UpdateContainerResourcesResponse, Status> {
         let mut rec = Rec::new("UpdateContainerResources");
         rec.id("container", &req.container_id);
-        let (pod, mut container) = self.container_view(&req.container_id).await;
+        let (pod, mut container) = if self.wanted(Event::UpdateContainer).await {
+            self.container_view(&req.container_id).await
+        } else {
+            id_only_container(&req.container_id)
+        };
         container.resources = req.linux.as_ref().map(view::resources);
         let id = req.container_id.clone();
         let mut client = self.runtime();
@@ -567,6 +593,18 @@ impl CriService {
         )
         .await
     }
+}
+
+/// A container view without asking the runtime: what [`CriService::container_view`] gives for an
+/// ID the runtime does not know.
+fn id_only_container(id: &str) -> (wit::Pod, wit::Container) {
+    (
+        view::pod_from_config(&pb::PodSandboxConfig::default(), "", ""),
+        view::container_from_listing(&pb::Container {
+            id: id.to_string(),
+            ..Default::default()
+        }),
+    )
 }
 
 /// For calls whose request has nothing a hook could adjust: such a hook may only allow or deny.

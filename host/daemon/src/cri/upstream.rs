@@ -25,9 +25,13 @@ pub async fn serve_builtin(
     listener: UnixListener,
     b: Arc<Builtin>,
 ) -> Result<(), tonic::transport::Error> {
+    // containerd's and kubelet's limit, not tonic's default of 4 MiB.
+    const MAX_MESSAGE: usize = 16 << 20;
     tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::from_arc(b.clone()))
-        .add_service(ImageServiceServer::from_arc(b))
+        .add_service(
+            RuntimeServiceServer::from_arc(b.clone()).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(ImageServiceServer::from_arc(b).max_decoding_message_size(MAX_MESSAGE))
         .serve_with_incoming(UnixListenerStream::new(listener))
         .await
 }
