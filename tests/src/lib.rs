@@ -715,3 +715,66 @@ impl Daemon {
 }
 pub mod containerd;
 
+impl Daemon {
+    /// A whole node as the embedded defaults configure it, but in a temp dir: CNI with the
+    /// example `bridge-ipam` plugin as `bridge` (bridge `wgbr0`), CSI with the example
+    /// `hostpath-csi` driver on [`Daemon::csi_socket`] when `csi` is set (no `[csi]` table
+    /// otherwise), and CRI on [`Daemon::cri_socket`] in front of the builtin runtime with
+    /// `hooks`: `(name, component, extra TOML lines)` in chain order.
+    ///
+    /// It runs in its node netns, so the bridge and host veths stay off the machine's own
+    /// network, but in the machine's mount namespace (`ip netns exec` gives its command a private
+    /// one; nsenter takes it back), so CSI mounts are visible to the test.
+    pub fn start_node(csi: bool, hooks: &[(&str, PathBuf, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(unique("wasmgate-node-"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let names: Vec<String> = hooks.iter().map(|(n, _, _)| format!("{n:?}")).collect();
+        let mut toml = format!(
+            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
+             [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"bridge\"\nqueue_poll_ms = 100\n\
+             [cri]\nsocket = \"{d}/cri.sock\"\nupstream = \"builtin\"\nhooks = [{h}]\n\
+             [plugins.bridge]\npath = \"{b}\"\nbridges = [\"wgbr0\"]\nconfig = {{ bridge = \"wgbr0\" }}\n",
+            d = dir.display(),
+            h = names.join(", "),
+            b = plugin("bridge-ipam").display(),
+        );
+        if csi {
+            toml.push_str(&format!(
+                "[csi]\ndriver = \"{TEST_DRIVER}\"\nplugin = \"hostpath\"\nsocket = \"{d}/csi.sock\"\n\
+                 registration_dir = \"{d}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\n\
+                 [plugins.hostpath]\nworld = \"storage\"\npath = \"{p}\"\ntimeout_ms = 10000\n",
+                d = dir.display(),
+                p = plugin("hostpath-csi").display(),
+            ));
+        }
+        for (name, path, extra) in hooks {
+            toml.push_str(&format!(
+                "[plugins.{name}]\nworld = \"runtime\"\npath = \"{}\"\n{extra}\n",
+                path.display()
+            ));
+        }
+        let config = dir.join("wasmgate.toml");
+        std::fs::write(&config, toml).unwrap();
+        let wrapper = vec![
+            "nsenter".to_string(),
+            format!("--mount=/proc/{}/ns/mnt", std::process::id()),
+            "--".to_string(),
+        ];
+        let mut wait_sockets = vec![dir.join("cri.sock")];
+        if csi {
+            wait_sockets.push(dir.join("csi.sock"));
+        }
+        let mut d = Self {
+            node: Netns::new("wgl"),
+            dir,
+            config,
+            wrapper,
+            host_namespaces: false,
+            wait_sockets,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+}

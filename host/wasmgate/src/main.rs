@@ -25,6 +25,8 @@ enum Command {
     Trace(commands::trace::Args),
     /// Drive a CSI driver by hand through its socket: create, stage, publish, snapshot, ...
     Csi(commands::csi::Args),
+    /// Play a pod's life against a running wasmgate (CRI, CNI, CSI) and tear it down again.
+    Lifecycle(commands::lifecycle::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::Plugin(args) => commands::plugin::run(args),
         Command::Trace(args) => commands::trace::run(args),
         Command::Csi(args) => commands::csi::run(args),
+        Command::Lifecycle(args) => commands::lifecycle::run(args),
     }
 }

@@ -245,7 +245,7 @@ async fn connect(socket: &Path) -> anyhow::Result<Clients> {
 }
 
 /// An error and its sources as one line, leaving out tonic's uninformative "transport error".
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {
@@ -806,7 +806,7 @@ fn absolute(p: &Path) -> anyhow::Result<String> {
 // ---- output ----
 
 /// The gRPC status code as the gRPC spec names it, e.g. `INVALID_ARGUMENT`.
-fn code_name(code: tonic::Code) -> &'static str {
+pub(super) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",

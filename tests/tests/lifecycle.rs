@@ -1,0 +1,421 @@
+//! `wasmgate lifecycle` against a whole node configured like the embedded defaults (CNI with
+//! `bridge-ipam`, CSI with `hostpath-csi`, CRI in front of the builtin runtime with the inject
+//! hook), in a temp dir: every step passes, the pod gets an address in the podcidr and the
+//! hook's env var, and afterwards nothing is left: no pod, no container, no volume, no netns, no
+//! host veth, no mount.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use wasmgate_proto::cri::v1 as cri;
+use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
+use wasmgate_proto::csi::v1 as csi;
+use wasmgate_proto::csi::v1::controller_client::ControllerClient;
+use wasmgate_tests::{Daemon, TEST_NODE, bin, eventually, plugin};
+
+/// Held while a test runs `wasmgate lifecycle` and checks what it left: each run's netns is
+/// `wg-lc-<random>`, and "no new `wg-lc-*`" only means something when one run is going at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One `wasmgate lifecycle --json` run.
+struct Run {
+    exit: i32,
+    steps: Vec<Value>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn names(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect()
+    }
+
+    fn step(&self, name: &str) -> &Value {
+        self.steps
+            .iter()
+            .find(|s| s["step"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {}", self.stdout))
+    }
+
+    fn context(&self) -> String {
+        format!("stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// `wasmgate lifecycle` against `d`, with TMPDIR (where it stages and publishes) set to `tmp`.
+fn lifecycle(d: &Daemon, csi_socket: &Path, tmp: &Path) -> Run {
+    std::fs::create_dir_all(tmp).unwrap();
+    let out = Command::new(bin("wasmgate"))
+        .arg("lifecycle")
+        .arg("--cri")
+        .arg(d.cri_socket())
+        .arg("--cni")
+        .arg(d.cni_socket())
+        .arg("--csi")
+        .arg(csi_socket)
+        .arg("--json")
+        .env("TMPDIR", tmp)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let steps = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l:?}"))
+        })
+        .collect();
+    Run {
+        exit: out.status.code().unwrap_or(-1),
+        steps,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn netns_list() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+/// Mount points at or under `dir`, in the test's (the machine's) mount namespace.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
+
+/// The `wg-lc-*` netns that exist now.
+fn lifecycle_netns() -> Vec<String> {
+    netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with("wg-lc-"))
+        .collect()
+}
+
+/// Asserts that the run left nothing behind on `d` and the machine.
+async fn assert_nothing_left(d: &Daemon, run: &Run, netns_before: &[String], tmp: &Path) {
+    let ctx = run.context();
+    let ch = wasmgate_proto::unix_channel(d.cri_socket()).await.unwrap();
+    let mut rt = RuntimeServiceClient::new(ch);
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "pods left: {pods:?}\n{ctx}");
+    let containers = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(
+        containers.is_empty(),
+        "containers left: {containers:?}\n{ctx}"
+    );
+
+    if d.csi_socket().exists() {
+        let ch = wasmgate_proto::unix_channel(d.csi_socket()).await.unwrap();
+        let volumes = ControllerClient::new(ch)
+            .list_volumes(csi::ListVolumesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .entries;
+        assert!(volumes.is_empty(), "volumes left: {volumes:?}\n{ctx}");
+    }
+
+    let ns = run.step("ip netns add")["facts"]["netns"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/var/run/netns/")
+        .to_string();
+    assert!(ns.starts_with("wg-lc-"), "{ns}");
+    assert!(!netns_list().contains(&ns), "netns {ns} left\n{ctx}");
+    let new: Vec<String> = lifecycle_netns()
+        .into_iter()
+        .filter(|n| !netns_before.contains(n))
+        .collect();
+    assert!(new.is_empty(), "netns left: {new:?}\n{ctx}");
+
+    let mounts = mounts_under(&d.dir);
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}\n{ctx}");
+    let files: Vec<PathBuf> = std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.is_empty(), "temp dirs left: {files:?}\n{ctx}");
+
+    // DEL answers once the pod is cut off; the kernel destroys the host veth right behind it.
+    eventually("the pod's host veth is destroyed", || {
+        d.node.links("veth").is_empty()
+    });
+}
+
+fn inject_hook() -> [(&'static str, PathBuf, &'static str); 1] {
+    [(
+        "inject",
+        plugin("hook-inject"),
+        "config = { node-name = \"wasmgate-test-node\" }",
+    )]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_lives_and_is_torn_down_through_cri_cni_and_csi() {
+    let d = Daemon::start_node(true, &inject_hook());
+    let _one = ONE_AT_A_TIME.lock().await;
+    let netns_before = lifecycle_netns();
+    let tmp = d.dir.join("tmp");
+    let run = lifecycle(&d, &d.csi_socket(), &tmp);
+    let ctx = run.context();
+    assert_eq!(run.exit, 0, "{ctx}\n{}", d.log());
+    assert_eq!(
+        run.names(),
+        [
+            "RunPodSandbox",
+            "ip netns add",
+            "CNI ADD",
+            "CreateVolume",
+            "NodeStageVolume",
+            "NodePublishVolume",
+            "write through volume",
+            "PullImage",
+            "CreateContainer",
+            "StartContainer",
+            "PodSandboxStatus",
+            "ContainerStatus",
+            "ExecSync env",
+            "ListContainers",
+            "StopContainer",
+            "RemoveContainer",
+            "NodeUnpublishVolume",
+            "NodeUnstageVolume",
+            "DeleteVolume",
+            "CNI DEL",
+            "StopPodSandbox",
+            "RemovePodSandbox",
+            "ip netns del",
+            "remove temp dirs",
+        ],
+        "{ctx}"
+    );
+    for s in &run.steps {
+        assert_eq!(s["ok"], true, "{s}\n{ctx}");
+        assert_eq!(s["skipped"], false, "{s}\n{ctx}");
+        assert!(s["elapsed_ms"].as_f64().unwrap() >= 0.0, "{s}");
+    }
+    let phases: Vec<&str> = run
+        .steps
+        .iter()
+        .map(|s| s["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases[0], "setup");
+    assert_eq!(phases[10], "check");
+    assert_eq!(phases[14], "teardown");
+
+    // The address is in the network config's podcidr, 10.241.0.0/24.
+    let ip = run.step("CNI ADD")["facts"]["ip"].as_str().unwrap();
+    let (addr, prefix) = ip.split_once('/').unwrap();
+    let octets: Vec<u8> = addr.split('.').map(|o| o.parse().unwrap()).collect();
+    assert_eq!(&octets[..3], [10, 241, 0], "{ip}");
+    assert!(octets[3] > 1 && octets[3] < 255, "{ip}");
+    assert_eq!(prefix, "24", "{ip}");
+
+    // The volume was mounted where the container's mount points, and written through.
+    let target = run.step("NodePublishVolume")["facts"]["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(target.starts_with(tmp.to_str().unwrap()), "{target}");
+    assert_eq!(run.step("write through volume")["facts"]["mounted"], true);
+    let mounts = run.step("ContainerStatus")["facts"]["mounts"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(mounts, format!("{target} -> /data"), "{ctx}");
+
+    // The container's env: ours, and what the inject hook added.
+    let env: Vec<&str> = run.step("ExecSync env")["facts"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"DEMO=1"), "{env:?}");
+    assert!(
+        env.contains(&format!("WASMGATE_NODE={TEST_NODE}").as_str()),
+        "{env:?}"
+    );
+
+    assert_nothing_left(&d, &run, &netns_before, &tmp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_csi_socket_the_volume_is_skipped_and_the_rest_passes() {
+    let d = Daemon::start_node(false, &inject_hook());
+    assert!(!d.csi_socket().exists());
+    let _one = ONE_AT_A_TIME.lock().await;
+    let netns_before = lifecycle_netns();
+    let tmp = d.dir.join("tmp");
+    let run = lifecycle(&d, &d.csi_socket(), &tmp);
+    let ctx = run.context();
+    assert_eq!(run.exit, 0, "{ctx}\n{}", d.log());
+    assert_eq!(
+        run.names(),
+        [
+            "RunPodSandbox",
+            "ip netns add",
+            "CNI ADD",
+            "CSI volume",
+            "PullImage",
+            "CreateContainer",
+            "StartContainer",
+            "PodSandboxStatus",
+            "ContainerStatus",
+            "ExecSync env",
+            "ListContainers",
+            "StopContainer",
+            "RemoveContainer",
+            "CNI DEL",
+            "StopPodSandbox",
+            "RemovePodSandbox",
+            "ip netns del",
+        ],
+        "{ctx}"
+    );
+    let skipped = run.step("CSI volume");
+    assert_eq!(skipped["skipped"], true, "{skipped}");
+    assert_eq!(skipped["ok"], true, "{skipped}");
+    assert_eq!(
+        skipped["message"],
+        format!("skipped: no CSI socket at {}", d.csi_socket().display()),
+    );
+    for s in run.steps.iter().filter(|s| s["step"] != "CSI volume") {
+        assert_eq!(s["ok"], true, "{s}\n{ctx}");
+        assert_eq!(s["skipped"], false, "{s}\n{ctx}");
+    }
+    assert!(
+        run.step("CreateContainer")["facts"].get("mount").is_none(),
+        "{ctx}"
+    );
+    let env = run.step("ExecSync env")["facts"]["env"].to_string();
+    assert!(env.contains(&format!("WASMGATE_NODE={TEST_NODE}")), "{env}");
+
+    assert_nothing_left(&d, &run, &netns_before, &tmp).await;
+}
+
+/// The text output: one line per step with its mark and time, and the env lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_output_marks_each_step_and_fails_with_a_clear_message() {
+    let d = Daemon::start_node(false, &inject_hook());
+    let tmp = d.dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let _one = ONE_AT_A_TIME.lock().await;
+    let out = Command::new(bin("wasmgate"))
+        .arg("lifecycle")
+        .arg("--cri")
+        .arg(d.cri_socket())
+        .arg("--cni")
+        .arg(d.cni_socket())
+        .arg("--csi")
+        .arg(d.csi_socket())
+        .env("TMPDIR", &tmp)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("✓ RunPodSandbox"), "{text}");
+    assert!(text.contains("- CSI volume"), "{text}");
+    assert!(text.contains("skipped: no CSI socket at"), "{text}");
+    assert!(text.contains("ip=10.241.0."), "{text}");
+    assert!(
+        text.contains(&format!("WASMGATE_NODE={TEST_NODE}")),
+        "{text}"
+    );
+    assert!(text.contains("steps passed"), "{text}");
+    assert!(!text.contains('✗'), "{text}");
+
+    // No daemon on the CRI socket: the first step fails, naming it, and the exit status is 1.
+    let missing = d.dir.join("no-such-cri.sock");
+    let out = Command::new(bin("wasmgate"))
+        .arg("lifecycle")
+        .arg("--cri")
+        .arg(&missing)
+        .arg("--cni")
+        .arg(d.cni_socket())
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("✗ RunPodSandbox"), "{text}");
+    assert!(
+        text.contains(&format!("cannot connect to {}", missing.display())),
+        "{text}"
+    );
+    assert!(text.contains("failed at RunPodSandbox"), "{text}");
+}
+
+/// A hook that denies CreateContainer: the run stops there, tears down the pod, its network and
+/// its volume all the same, and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_container_fails_the_run_and_everything_is_still_torn_down() {
+    let d = Daemon::start_node(
+        true,
+        &[(
+            "inject",
+            plugin("hook-inject"),
+            "config = { env-name = \"A=B\" }",
+        )],
+    );
+    let _one = ONE_AT_A_TIME.lock().await;
+    let netns_before = lifecycle_netns();
+    let tmp = d.dir.join("tmp");
+    let run = lifecycle(&d, &d.csi_socket(), &tmp);
+    let ctx = run.context();
+    assert_eq!(run.exit, 1, "{ctx}");
+    assert_eq!(
+        run.names(),
+        [
+            "RunPodSandbox",
+            "ip netns add",
+            "CNI ADD",
+            "CreateVolume",
+            "NodeStageVolume",
+            "NodePublishVolume",
+            "write through volume",
+            "PullImage",
+            "CreateContainer",
+            "NodeUnpublishVolume",
+            "NodeUnstageVolume",
+            "DeleteVolume",
+            "CNI DEL",
+            "StopPodSandbox",
+            "RemovePodSandbox",
+            "ip netns del",
+            "remove temp dirs",
+        ],
+        "{ctx}"
+    );
+    let failed: Vec<&Value> = run.steps.iter().filter(|s| s["ok"] == false).collect();
+    assert_eq!(failed.len(), 1, "{ctx}");
+    let err = failed[0]["error"].as_str().unwrap();
+    assert_eq!(failed[0]["step"], "CreateContainer", "{ctx}");
+    assert!(err.starts_with("PERMISSION_DENIED: "), "{err}");
+    assert!(err.contains("env-name"), "{err}");
+
+    assert_nothing_left(&d, &run, &netns_before, &tmp).await;
+}
