@@ -69,16 +69,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     format!("... {count} calls not shown (reader too slow)")
                 }
                 TraceLine::Call(c) => format!(
-                    "{} {}.{} {} plugin={}@{} {} {}µs{}",
+                    "{} {}.{} {}{} {} {}µs{}",
                     c.at_ms,
                     c.interface,
                     c.method,
                     subject(&c),
-                    c.plugin.as_deref().unwrap_or("-"),
-                    c.plugin_sha256
-                        .as_deref()
-                        .map(|s| &s[..12.min(s.len())])
-                        .unwrap_or("-"),
+                    plugin(&c),
                     if c.ok {
                         "ok".to_string()
                     } else {
@@ -96,9 +92,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     .context("wasmgate trace")
 }
 
+/// Which plugin version served the call, when one did (CRI calls are served by the runtime).
+fn plugin(c: &wasmgate_daemon::trace::CallRecord) -> String {
+    match (&c.plugin, &c.plugin_sha256) {
+        (Some(p), Some(sha)) => format!(" plugin={p}@{}", &sha[..12.min(sha.len())]),
+        (Some(p), None) => format!(" plugin={p}"),
+        _ => String::new(),
+    }
+}
+
 /// Who a call was about: the pod's attachment for CNI, the key IDs otherwise.
 fn subject(c: &wasmgate_daemon::trace::CallRecord) -> String {
-    if c.ids.is_empty() {
+    if c.ids.is_empty() && c.container_id.is_empty() {
+        "-".to_string()
+    } else if c.ids.is_empty() {
         format!(
             "{} {}/{}",
             c.network.as_deref().unwrap_or("-"),
