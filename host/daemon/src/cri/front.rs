@@ -272,7 +272,11 @@ impl CriService {
     /// container cost a runtime round trip each, for nothing when no hook subscribes; without
     /// them the view is just the ID, as when the runtime does not know it.
     async fn wanted(&self, event: Event) -> bool {
-        !self.hooks.subscribed(event, &mut Vec::new()).await.is_empty()
+        !self
+            .hooks
+            .subscribed(event, &mut Vec::new())
+            .await
+            .is_empty()
     }
 
     /// The pod a call is about, as the runtime knows it; just its ID if the runtime does not.

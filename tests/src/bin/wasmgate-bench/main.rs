@@ -25,7 +25,12 @@
 //!   namespace. `ip netns exec` would also give it a private mount namespace, and pod netns
 //!   mounted there would not be visible to the daemon. The daemon's own "cni ok ... elapsed" log
 //!   lines split our side into daemon and shim time.
+//! - **c) CSI** (`--csi` alone): a call through the Wasm driver against a native no-op driver.
+//! - **d) CRI** (`--cri` alone): the proxy with two runtime hooks against the builtin runtime's
+//!   own socket, per call (a hooked CreateContainer, an unhooked ListPodSandbox) and under
+//!   concurrent clients; see `cri.rs`.
 
+mod cri;
 mod csi;
 
 use std::os::fd::AsRawFd;
@@ -51,6 +56,10 @@ struct Sizes {
     rounds: usize,
     /// Untimed, verified round trips per side before the timed ones.
     warmup: usize,
+    /// Timed sequential CRI calls of each kind per side (proxy, direct).
+    cri_calls: usize,
+    /// How long the concurrent CRI clients run per side.
+    cri_run: Duration,
 }
 
 // Veth deletion alone varies 15-55 ms here (RCU grace periods), so the round trips get twice
@@ -60,12 +69,16 @@ const NORMAL: Sizes = Sizes {
     kv_iters: 200,
     rounds: 60,
     warmup: 3,
+    cri_calls: 2000,
+    cri_run: Duration::from_secs(2),
 };
 const QUICK: Sizes = Sizes {
     engine_iters: 200,
     kv_iters: 20,
     rounds: 8,
     warmup: 3,
+    cri_calls: 300,
+    cri_run: Duration::from_millis(500),
 };
 
 /// What the round-trip target compares: wasmgate's median ADD + DEL over Debian's.
@@ -86,11 +99,21 @@ fn main() -> Result<()> {
         return csi::serve_native(sock.into());
     }
     let csi_only = args.iter().any(|a| a == "--csi");
-    if let Some(bad) = args.iter().find(|a| *a != "--quick" && *a != "--csi") {
-        bail!("unknown argument {bad:?}; usage: wasmgate-bench [--quick] [--csi]");
+    let cri_only = args.iter().any(|a| a == "--cri");
+    if let Some(bad) = args
+        .iter()
+        .find(|a| !["--quick", "--csi", "--cri"].contains(&a.as_str()))
+    {
+        bail!("unknown argument {bad:?}; usage: wasmgate-bench [--quick] [--csi] [--cri]");
     }
-    if csi_only {
-        return csi::bench(sizes);
+    if csi_only || cri_only {
+        if csi_only {
+            csi::bench(sizes).context("csi bench")?;
+        }
+        if cri_only {
+            cri::bench(sizes).context("cri bench")?;
+        }
+        return Ok(());
     }
     outer(quick, sizes)
 }
@@ -168,6 +191,7 @@ fn outer(quick: bool, sizes: Sizes) -> Result<()> {
         );
     }
     csi::bench(sizes).context("csi bench")?;
+    cri::bench(sizes).context("cri bench")?;
     println!();
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
