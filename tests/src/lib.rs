@@ -679,6 +679,53 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// The `plugin list` entry of `name`.
+    pub fn listed(&self, name: &str) -> Value {
+        let list = self.plugin_cmd(&["list"]).expect("plugin list");
+        list.as_array()
+            .and_then(|l| l.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} is not in the plugin list: {list}"))
+    }
+}
+
+/// sha256 of `bytes` by `sha256sum`, so a test checks the daemon's hash against an independent one.
+pub fn sha256(bytes: &[u8]) -> String {
+    let file = std::env::temp_dir().join(unique("wasmgate-sha-"));
+    std::fs::write(&file, bytes).unwrap();
+    let out = sh("sha256sum", &[file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+fn leb128(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// `wasm` with a custom section appended: same code, different bytes, so a different sha256.
+/// A custom section is id 0, the LEB128 size of its contents, then its name (LEB128 length and
+/// bytes) and the payload; components allow one at the end like modules do.
+pub fn with_custom_section(wasm: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut contents = Vec::new();
+    leb128(name.len(), &mut contents);
+    contents.extend_from_slice(name.as_bytes());
+    contents.extend_from_slice(payload);
+    let mut out = wasm.to_vec();
+    out.push(0x00);
+    leb128(contents.len(), &mut out);
+    out.extend_from_slice(&contents);
+    out
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

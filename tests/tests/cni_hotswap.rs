@@ -10,7 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wasmgate_tests::{Daemon, Netns, PluginEntry, cni, plugin, sh, unique};
+use wasmgate_tests::{
+    Daemon, Netns, PluginEntry, cni, plugin, sha256, unique, with_custom_section,
+};
 
 /// A directory of our own for the plugin file the daemon loads, so the swaps never touch the
 /// artifacts under `plugins/`. Removed on drop.
@@ -44,50 +46,6 @@ impl Drop for PluginDir {
     }
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    let dir = std::env::temp_dir().join(unique("wasmgate-sha-"));
-    std::fs::write(&dir, bytes).unwrap();
-    let out = sh("sha256sum", &[dir.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&dir);
-    out.split_whitespace().next().unwrap().to_string()
-}
-
-fn leb128(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// `wasm` with a custom section appended: same code, different bytes, so a different sha256.
-/// A custom section is id 0, the LEB128 size of its contents, then its name (LEB128 length and
-/// bytes) and the payload; components allow one at the end like modules do.
-fn with_custom_section(wasm: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    let mut contents = Vec::new();
-    leb128(name.len(), &mut contents);
-    contents.extend_from_slice(name.as_bytes());
-    contents.extend_from_slice(payload);
-    let mut out = wasm.to_vec();
-    out.push(0x00);
-    leb128(contents.len(), &mut out);
-    out.extend_from_slice(&contents);
-    out
-}
-
-/// The `plugin list` entry of `name`.
-fn listed(d: &Daemon, name: &str) -> Value {
-    let list = d.plugin_cmd(&["list"]).expect("plugin list");
-    list.as_array()
-        .and_then(|l| l.iter().find(|p| p["name"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} is not in the plugin list: {list}"))
-}
-
 fn generation(p: &Value) -> u64 {
     p["generation"].as_u64().expect("generation")
 }
@@ -110,7 +68,7 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 /// Waits until the daemon's watch has loaded a file with `sha`, newer than `after`.
 fn wait_for_version(d: &Daemon, sha: &str, after: u64, what: &str) -> Value {
     wait_for(what, Duration::from_secs(20), || {
-        let p = listed(d, "bridge");
+        let p = d.listed("bridge");
         (p["sha256"] == sha && generation(&p) > after).then_some(p)
     })
 }
@@ -205,7 +163,7 @@ fn hot_swap_under_load_loses_no_call() {
     let files = PluginDir::new(&plugin("bridge-ipam"));
     let d = Daemon::start(vec![PluginEntry::new("bridge", files.path())]);
     let conf = d.net_conf("1.1.0", json!({}));
-    let v1 = listed(&d, "bridge");
+    let v1 = d.listed("bridge");
     assert_eq!(v1["sha256"], sha256(&original));
 
     let load = Load::start(4, &conf);
@@ -231,7 +189,7 @@ fn hot_swap_under_load_loses_no_call() {
         .plugin_cmd(&["reload", "bridge"])
         .expect("admin reload of a good file");
     assert_eq!(reloaded[0]["sha256"], v2_sha.as_str());
-    let v2b = listed(&d, "bridge");
+    let v2b = d.listed("bridge");
     assert_eq!(v2b["sha256"], v2_sha.as_str());
     assert!(generation(&v2b) > generation(&v2), "{v2b} after {v2}");
     wait_for(
@@ -255,7 +213,7 @@ fn hot_swap_under_load_loses_no_call() {
         err.contains("reload refused") && err.contains("bridge"),
         "unclear refusal: {err}"
     );
-    let still = listed(&d, "bridge");
+    let still = d.listed("bridge");
     assert_eq!(
         still["sha256"],
         v2_sha.as_str(),
@@ -305,7 +263,7 @@ fn hot_swap_under_load_loses_no_call() {
         let n = n.load(Ordering::Relaxed);
         assert!(n >= 5, "worker {w} completed only {n} iterations");
     }
-    assert_eq!(listed(&d, "bridge")["sha256"], v3["sha256"]);
+    assert_eq!(d.listed("bridge")["sha256"], v3["sha256"]);
     let veths = d.node.ip(&["-o", "link", "show", "type", "veth"]);
     assert!(
         veths.trim().is_empty(),
@@ -340,7 +298,7 @@ fn swapped_in_version_answers_the_next_call() {
         .as_str()
         .expect("bridge-ipam returns an ip");
     assert_eq!(built, [ip]);
-    let first = generation(&listed(&d, "bridge"));
+    let first = generation(&d.listed("bridge"));
 
     files.install(&misbehave);
     let now = wait_for_version(&d, &sha256(&misbehave), first, "the swap to misbehave");
@@ -394,7 +352,7 @@ fn in_flight_call_finishes_on_the_old_version() {
     );
     let pod = Netns::new("wgp");
     let conf = d.net_conf("1.1.0", json!({}));
-    let first = generation(&listed(&d, "bridge"));
+    let first = generation(&d.listed("bridge"));
 
     let idle = cpu_ticks(pid);
     let started = Instant::now();

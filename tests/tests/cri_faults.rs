@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Status};
 use wasmgate_daemon::admin::{TraceFilter, follow_trace};
@@ -17,7 +16,7 @@ use wasmgate_daemon::trace::{CallRecord, TraceLine};
 use wasmgate_proto::cri::v1 as pb;
 use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
 use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
-use wasmgate_tests::{Daemon, plugin, sh, unique};
+use wasmgate_tests::{Daemon, plugin, sha256, unique, with_custom_section};
 
 type Rt = RuntimeServiceClient<tonic::transport::Channel>;
 type Im = ImageServiceClient<tonic::transport::Channel>;
@@ -653,48 +652,6 @@ async fn malformed_and_oversized_requests_fail_cleanly() {
     still_serving(&mut d, &mut fresh).await;
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    let file = std::env::temp_dir().join(unique("wasmgate-sha-"));
-    std::fs::write(&file, bytes).unwrap();
-    let out = sh("sha256sum", &[file.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&file);
-    out.split_whitespace().next().unwrap().to_string()
-}
-
-fn leb128(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// `wasm` with a custom section appended: the same component, different bytes and sha256.
-fn with_custom_section(wasm: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    let mut contents = Vec::new();
-    leb128(name.len(), &mut contents);
-    contents.extend_from_slice(name.as_bytes());
-    contents.extend_from_slice(payload);
-    let mut out = wasm.to_vec();
-    out.push(0x00);
-    leb128(contents.len(), &mut out);
-    out.extend_from_slice(&contents);
-    out
-}
-
-/// The `plugin list` entry of `name`.
-fn listed(d: &Daemon, name: &str) -> Value {
-    let list = d.plugin_cmd(&["list"]).expect("plugin list");
-    list.as_array()
-        .and_then(|l| l.iter().find(|p| p["name"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} is not in the plugin list: {list}"))
-}
-
 /// One client's loop: create a container (the hook must have adjusted it), then remove it.
 async fn churn(
     socket: PathBuf,
@@ -770,7 +727,7 @@ async fn hook_swap_under_load_loses_no_call() {
         "builtin",
         &[("inject", wasm.clone(), "config = { value = \"swap\" }")],
     );
-    let v1 = listed(&d, "inject");
+    let v1 = d.listed("inject");
     assert_eq!(v1["sha256"], sha256(&original));
     let (mut rt, mut im) = clients(&d.cri_socket()).await;
     let pod = pod_with_image(&mut rt, &mut im, "swap").await;
@@ -820,7 +777,7 @@ async fn hook_swap_under_load_loses_no_call() {
     );
     println!("{total} create/check/remove rounds, none failed, across the swap");
 
-    let now = tokio::task::block_in_place(|| listed(&d, "inject"));
+    let now = tokio::task::block_in_place(|| d.listed("inject"));
     assert_eq!(now["sha256"], v2_sha.as_str(), "{now}");
     assert!(
         now["generation"].as_u64() > v1["generation"].as_u64(),

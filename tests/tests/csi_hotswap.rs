@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wasmgate_tests::csi::{self, Csi, pb};
-use wasmgate_tests::{Daemon, TEST_NODE, plugin, sh, unique};
+use wasmgate_tests::{Daemon, TEST_NODE, plugin, sha256, unique, with_custom_section};
 
 /// A directory of our own for the driver file the daemon loads, so the swaps never touch the
 /// artifact under `plugins/`. Removed on drop.
@@ -44,48 +44,6 @@ impl Drop for DriverDir {
     }
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    let file = std::env::temp_dir().join(unique("wasmgate-sha-"));
-    std::fs::write(&file, bytes).unwrap();
-    let out = sh("sha256sum", &[file.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&file);
-    out.split_whitespace().next().unwrap().to_string()
-}
-
-fn leb128(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// `wasm` with a custom section appended: the same component, different bytes and sha256.
-fn with_custom_section(wasm: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    let mut contents = Vec::new();
-    leb128(name.len(), &mut contents);
-    contents.extend_from_slice(name.as_bytes());
-    contents.extend_from_slice(payload);
-    let mut out = wasm.to_vec();
-    out.push(0x00);
-    leb128(contents.len(), &mut out);
-    out.extend_from_slice(&contents);
-    out
-}
-
-/// The `plugin list` entry of the driver.
-fn listed(d: &Daemon) -> Value {
-    let list = d.plugin_cmd(&["list"]).expect("plugin list");
-    list.as_array()
-        .and_then(|l| l.iter().find(|p| p["name"] == "hostpath"))
-        .cloned()
-        .unwrap_or_else(|| panic!("hostpath is not in the plugin list: {list}"))
-}
-
 fn generation(p: &Value) -> u64 {
     p["generation"].as_u64().expect("generation")
 }
@@ -95,7 +53,7 @@ fn generation(p: &Value) -> u64 {
 async fn wait_for_version(d: &Daemon, sha: &str, after: u64, what: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let p = tokio::task::block_in_place(|| listed(d));
+        let p = tokio::task::block_in_place(|| d.listed("hostpath"));
         if p["sha256"] == sha && generation(&p) > after {
             return p;
         }
@@ -180,7 +138,7 @@ async fn driver_swap_under_load_loses_no_call() {
     let original = std::fs::read(plugin("hostpath-csi")).unwrap();
     let files = DriverDir::new(&original);
     let d = Daemon::start_csi_from(files.path(), "");
-    let v1 = listed(&d);
+    let v1 = d.listed("hostpath");
     assert_eq!(v1["sha256"], sha256(&original));
 
     const CLIENTS: usize = 4;
@@ -204,7 +162,7 @@ async fn driver_swap_under_load_loses_no_call() {
     let reloaded = tokio::task::block_in_place(|| d.plugin_cmd(&["reload", "hostpath"]))
         .expect("admin reload");
     assert_eq!(reloaded[0]["sha256"], v2_sha.as_str(), "{reloaded}");
-    let v2b = tokio::task::block_in_place(|| listed(&d));
+    let v2b = tokio::task::block_in_place(|| d.listed("hostpath"));
     assert!(generation(&v2b) > generation(&v2), "{v2b} after {v2}");
     wait_for_iterations(&done, 2, "calls on the reloaded version").await;
 
@@ -228,7 +186,7 @@ async fn driver_swap_under_load_loses_no_call() {
     let err = tokio::task::block_in_place(|| d.plugin_cmd(&["reload", "hostpath"]))
         .expect_err("admin reload of a broken file");
     assert!(err.contains("reload refused"), "unclear refusal: {err}");
-    let still = tokio::task::block_in_place(|| listed(&d));
+    let still = tokio::task::block_in_place(|| d.listed("hostpath"));
     assert_eq!(
         still["sha256"],
         v2_sha.as_str(),
@@ -273,7 +231,7 @@ async fn driver_swap_under_load_loses_no_call() {
         generation(&v3) > generation(&v2b) && generation(&v2b) > generation(&v2),
         "generations {v2} {v2b} {v3}"
     );
-    let now = listed(&d);
+    let now = d.listed("hostpath");
     assert_eq!(now["sha256"], v1["sha256"]);
 
     // Nothing leaked: every volume was deleted, by whichever version served the call.
