@@ -229,7 +229,7 @@ impl CriService {
     async fn hooked<Req, Resp, Fut>(
         &self,
         mut rec: Rec,
-        event: Event,
+        hooks: Vec<HookSpec>,
         view: wit::Request,
         mut req: Req,
         apply: impl FnOnce(&Merged, &mut Req) -> Result<(), String>,
@@ -239,7 +239,6 @@ impl CriService {
     where
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        let hooks = self.hooks.subscribed(event, &mut rec.hooks).await;
         let out = async {
             let merged = self
                 .hooks
@@ -268,15 +267,10 @@ impl CriService {
         out
     }
 
-    /// Whether any hook will see `event`. The lookups that build a hook's view of a pod or
-    /// container cost a runtime round trip each, for nothing when no hook subscribes; without
-    /// them the view is just the ID, as when the runtime does not know it.
-    async fn wanted(&self, event: Event) -> bool {
-        !self
-            .hooks
-            .subscribed(event, &mut Vec::new())
-            .await
-            .is_empty()
+    /// The hooks that will see `event`, asked once per call; a skipped fail-open hook is noted
+    /// in the call's record.
+    async fn subscribed(&self, event: Event, rec: &mut Rec) -> Vec<HookSpec> {
+        self.hooks.subscribed(event, &mut rec.hooks).await
     }
 
     /// The pod a call is about, as the runtime knows it; just its ID if the runtime does not.
@@ -292,7 +286,7 @@ impl CriService {
             .and_then(|r| r.into_inner().status);
         match status {
             Some(s) => view::pod_from_status(&s),
-            None => view::pod_from_config(&pb::PodSandboxConfig::default(), id, ""),
+            None => id_only_pod(id),
         }
     }
 
@@ -314,13 +308,7 @@ impl CriService {
                 self.pod_view(&c.pod_sandbox_id).await,
                 view::container_from_listing(&c),
             ),
-            None => (
-                self.pod_view("").await,
-                view::container_from_listing(&pb::Container {
-                    id: id.to_string(),
-                    ..Default::default()
-                }),
-            ),
+            None => id_only_container(id),
         }
     }
 
@@ -337,9 +325,10 @@ impl CriService {
             m.apply_pod(r.config.get_or_insert_with(Default::default));
             Ok(())
         };
+        let hooks = self.subscribed(Event::RunPod, &mut rec).await;
         self.hooked(
             rec,
-            Event::RunPod,
+            hooks,
             wit::Request::RunPod(pod),
             req,
             apply,
@@ -349,14 +338,15 @@ impl CriService {
         .await
     }
 
-    /// A pod-scoped call whose request is only the pod's ID: hooks see the pod as the runtime
-    /// knows it, and may allow or deny.
-    async fn pod_call<Req, Resp, Fut>(
+    /// A call whose request is only a pod's or a container's ID: hooks see it as the runtime
+    /// knows it, and may allow or deny. Building that view costs runtime round trips, so it is
+    /// built only when some hook subscribes; otherwise the view is just the ID.
+    async fn scoped_call<Req, Resp, Fut>(
         &self,
         method: &str,
         id: String,
         event: Event,
-        wrap: fn(wit::Pod) -> wit::Request,
+        scope: Scope,
         req: Req,
         call: impl FnOnce(RuntimeServiceClient<Backend>, Req) -> Fut,
     ) -> Result<Resp, Status>
@@ -364,49 +354,29 @@ impl CriService {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let mut rec = Rec::new(method);
-        rec.id("pod", &id);
-        let view = wrap(if self.wanted(event).await {
-            self.pod_view(&id).await
-        } else {
-            view::pod_from_config(&pb::PodSandboxConfig::default(), &id, "")
-        });
+        let hooks = self.subscribed(event, &mut rec).await;
+        let view = match scope {
+            Scope::Pod(wrap) => {
+                rec.id("pod", &id);
+                wrap(if hooks.is_empty() {
+                    id_only_pod(&id)
+                } else {
+                    self.pod_view(&id).await
+                })
+            }
+            Scope::Container(wrap) => {
+                rec.id("container", &id);
+                wrap(if hooks.is_empty() {
+                    id_only_container(&id)
+                } else {
+                    self.container_view(&id).await
+                })
+            }
+        };
         let client = self.runtime();
         self.hooked(
             rec,
-            event,
-            view,
-            req,
-            no_adjustment,
-            |r| call(client, r),
-            move |_| id.clone(),
-        )
-        .await
-    }
-
-    /// [`Self::pod_call`] for a container-scoped call.
-    async fn container_call<Req, Resp, Fut>(
-        &self,
-        method: &str,
-        id: String,
-        event: Event,
-        wrap: fn((wit::Pod, wit::Container)) -> wit::Request,
-        req: Req,
-        call: impl FnOnce(RuntimeServiceClient<Backend>, Req) -> Fut,
-    ) -> Result<Resp, Status>
-    where
-        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
-    {
-        let mut rec = Rec::new(method);
-        rec.id("container", &id);
-        let view = wrap(if self.wanted(event).await {
-            self.container_view(&id).await
-        } else {
-            id_only_container(&id)
-        });
-        let client = self.runtime();
-        self.hooked(
-            rec,
-            event,
+            hooks,
             view,
             req,
             no_adjustment,
@@ -421,11 +391,11 @@ impl CriService {
         req: pb::StopPodSandboxRequest,
     ) -> Result<pb::StopPodSandboxResponse, Status> {
         let id = req.pod_sandbox_id.clone();
-        self.pod_call(
+        self.scoped_call(
             "StopPodSandbox",
             id,
             Event::StopPod,
-            wit::Request::StopPod,
+            Scope::Pod(wit::Request::StopPod),
             req,
             |mut c, r| async move { c.stop_pod_sandbox(r).await },
         )
@@ -437,11 +407,11 @@ impl CriService {
         req: pb::RemovePodSandboxRequest,
     ) -> Result<pb::RemovePodSandboxResponse, Status> {
         let id = req.pod_sandbox_id.clone();
-        self.pod_call(
+        self.scoped_call(
             "RemovePodSandbox",
             id,
             Event::RemovePod,
-            wit::Request::RemovePod,
+            Scope::Pod(wit::Request::RemovePod),
             req,
             |mut c, r| async move { c.remove_pod_sandbox(r).await },
         )
@@ -453,11 +423,11 @@ impl CriService {
         req: pb::StartContainerRequest,
     ) -> Result<pb::StartContainerResponse, Status> {
         let id = req.container_id.clone();
-        self.container_call(
+        self.scoped_call(
             "StartContainer",
             id,
             Event::StartContainer,
-            wit::Request::StartContainer,
+            Scope::Container(wit::Request::StartContainer),
             req,
             |mut c, r| async move { c.start_container(r).await },
         )
@@ -469,11 +439,11 @@ impl CriService {
         req: pb::StopContainerRequest,
     ) -> Result<pb::StopContainerResponse, Status> {
         let id = req.container_id.clone();
-        self.container_call(
+        self.scoped_call(
             "StopContainer",
             id,
             Event::StopContainer,
-            wit::Request::StopContainer,
+            Scope::Container(wit::Request::StopContainer),
             req,
             |mut c, r| async move { c.stop_container(r).await },
         )
@@ -485,11 +455,11 @@ impl CriService {
         req: pb::RemoveContainerRequest,
     ) -> Result<pb::RemoveContainerResponse, Status> {
         let id = req.container_id.clone();
-        self.container_call(
+        self.scoped_call(
             "RemoveContainer",
             id,
             Event::RemoveContainer,
-            wit::Request::RemoveContainer,
+            Scope::Container(wit::Request::RemoveContainer),
             req,
             |mut c, r| async move { c.remove_container(r).await },
         )
@@ -522,9 +492,10 @@ impl CriService {
                 Ok(())
             }
         };
+        let hooks = self.subscribed(Event::CreateContainer, &mut rec).await;
         self.hooked(
             rec,
-            Event::CreateContainer,
+            hooks,
             wit::Request::CreateContainer((pod, container)),
             req,
             apply,
@@ -540,10 +511,11 @@ impl CriService {
     ) -> Result<pb::UpdateContainerResourcesResponse, Status> {
         let mut rec = Rec::new("UpdateContainerResources");
         rec.id("container", &req.container_id);
-        let (pod, mut container) = if self.wanted(Event::UpdateContainer).await {
-            self.container_view(&req.container_id).await
-        } else {
+        let hooks = self.subscribed(Event::UpdateContainer, &mut rec).await;
+        let (pod, mut container) = if hooks.is_empty() {
             id_only_container(&req.container_id)
+        } else {
+            self.container_view(&req.container_id).await
         };
         container.resources = req.linux.as_ref().map(view::resources);
         let id = req.container_id.clone();
@@ -554,7 +526,7 @@ impl CriService {
         };
         self.hooked(
             rec,
-            Event::UpdateContainer,
+            hooks,
             wit::Request::UpdateContainer((pod, container)),
             req,
             apply,
@@ -586,9 +558,10 @@ impl CriService {
             m.apply_pull(r);
             Ok(())
         };
+        let hooks = self.subscribed(Event::PullImage, &mut rec).await;
         self.hooked(
             rec,
-            Event::PullImage,
+            hooks,
             view,
             req,
             apply,
@@ -601,9 +574,20 @@ impl CriService {
 
 /// A container view without asking the runtime: what [`CriService::container_view`] gives for an
 /// ID the runtime does not know.
+/// Which kind of ID a [`CriService::scoped_call`] names, and how its view becomes a request.
+enum Scope {
+    Pod(fn(wit::Pod) -> wit::Request),
+    Container(fn((wit::Pod, wit::Container)) -> wit::Request),
+}
+
+/// What a hook sees of a pod the runtime does not know, or that no hook needs looked up.
+fn id_only_pod(id: &str) -> wit::Pod {
+    view::pod_from_config(&pb::PodSandboxConfig::default(), id, "")
+}
+
 fn id_only_container(id: &str) -> (wit::Pod, wit::Container) {
     (
-        view::pod_from_config(&pb::PodSandboxConfig::default(), "", ""),
+        id_only_pod(""),
         view::container_from_listing(&pb::Container {
             id: id.to_string(),
             ..Default::default()
