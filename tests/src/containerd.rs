@@ -688,11 +688,12 @@ impl Daemon {
         std::fs::create_dir_all(&dir).unwrap();
         let names: Vec<String> = hooks.iter().map(|h| format!("{:?}", h.name)).collect();
         let mut toml = format!(
-            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
+            "state_dir = \"{d}/state\"\n[engine]\ncache_dir = \"{c}\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
              [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"{n}\"\nqueue_poll_ms = 100\n\
              [cri]\nsocket = \"{d}/cri.sock\"\nupstream = \"unix://{u}\"\nhooks = [{h}]\n\
              [plugins.{n}]\npath = \"{p}\"\nbridges = [\"wgbr0\"]\n{x}\n",
             d = dir.display(),
+            c = crate::shared_cache().display(),
             n = network.name,
             p = network.path.display(),
             x = network.extra,

@@ -119,6 +119,9 @@ pub struct EngineSection {
     pub max_instances: u32,
     pub max_memory_mb: usize,
     pub pooling: bool,
+    /// Where compiled plugins are cached; default `<state_dir>/cache`. Daemons that load the
+    /// same files may share one: entries are keyed by content and engine, written atomically.
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +260,7 @@ impl Default for EngineSection {
             max_instances: e.max_instances,
             max_memory_mb: e.max_memory_bytes >> 20,
             pooling: e.pooling,
+            cache_dir: None,
         }
     }
 }

@@ -16,7 +16,7 @@ mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +82,11 @@ pub async fn run_with(
         source,
     })?;
     let engine = WasmEngine::new(&cfg.engine_config())?;
-    let registry = Arc::new(Registry::new(engine, cfg.state_dir.clone()));
+    let mut registry = Registry::new(engine, cfg.state_dir.clone());
+    if let Some(dir) = &cfg.engine.cache_dir {
+        registry = registry.with_cache_dir(dir.clone());
+    }
+    let registry = Arc::new(registry);
     let mut policies = BTreeMap::new();
     let mut watched = HashMap::new();
     for (name, p) in &cfg.plugins {
@@ -167,21 +171,22 @@ pub async fn run_with(
     // Every gRPC server task: CRI (and the builtin runtime), CSI, registration.
     let mut grpc_tasks = Vec::new();
     if let Some(cri) = &cfg.cri {
-        // The builtin runtime sits behind the proxy on a private socket, so that it is reached
-        // exactly as an upstream runtime is.
-        let backend_socket = match cri.upstream.strip_prefix("unix://") {
-            Some(p) => PathBuf::from(p),
+        // The builtin runtime is called in process; its private socket is there for tools and
+        // for measuring the proxy against it.
+        let backend = match cri.upstream.strip_prefix("unix://") {
+            Some(p) => cri::upstream::Backend::remote(Path::new(p)),
             None => {
                 let path = cfg.state_dir.join("cri-builtin.sock");
                 let listener =
                     socket::bind(&path, 0o600).map_err(io("bind builtin runtime socket", &path))?;
                 let b = Arc::new(cri::builtin::Builtin::new());
+                let served = b.clone();
                 grpc_tasks.push(tokio::spawn(async move {
-                    if let Err(e) = cri::upstream::serve_builtin(listener, b).await {
+                    if let Err(e) = cri::upstream::serve_builtin(listener, served).await {
                         tracing::error!("builtin runtime stopped: {e}");
                     }
                 }));
-                path
+                cri::upstream::Backend::builtin(b)
             }
         };
         let hooks = cri
@@ -193,7 +198,7 @@ pub async fn run_with(
             })
             .collect();
         let svc = Arc::new(cri::CriService::new(
-            cri::upstream::backend(&backend_socket),
+            backend,
             cri.upstream.clone(),
             registry.clone(),
             hooks,

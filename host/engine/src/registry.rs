@@ -237,6 +237,7 @@ impl LoadedPlugin {
 pub struct Registry {
     engine: WasmEngine,
     state_dir: PathBuf,
+    cache_dir: PathBuf,
     plugins: RwLock<HashMap<String, Arc<ArcSwap<LoadedPlugin>>>>,
     /// Every plugin ever asked for, loaded or not, with why its last load failed: a plugin
     /// whose file is not there yet is still declared, so a reload or a file event can load it.
@@ -251,6 +252,7 @@ impl Registry {
         let permits = Arc::new(tokio::sync::Semaphore::new(engine.max_instances as usize));
         Self {
             engine,
+            cache_dir: state_dir.join("cache"),
             state_dir,
             plugins: RwLock::new(HashMap::new()),
             declared: Mutex::new(HashMap::new()),
@@ -258,6 +260,12 @@ impl Registry {
             permits,
             generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Caches compiled plugins in `dir` instead of `<state_dir>/cache`.
+    pub fn with_cache_dir(mut self, dir: PathBuf) -> Self {
+        self.cache_dir = dir;
+        self
     }
 
     pub fn engine(&self) -> &WasmEngine {
@@ -284,7 +292,7 @@ impl Registry {
     async fn build_and_swap(&self, spec: PluginSpec) -> Result<PluginInfo, EngineError> {
         let kv = self.store_for(&spec.name)?;
         let engine = self.engine.clone();
-        let cache_dir = self.state_dir.join("cache");
+        let cache_dir = self.cache_dir.clone();
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
