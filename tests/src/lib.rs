@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod csi;
+pub mod lang;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -64,6 +65,12 @@ pub fn plugin(name: &str) -> PathBuf {
         built.push(name.to_string());
     }
     wasm
+}
+
+/// The compiled-plugin cache every daemon the tests start shares: a big component (a JS or
+/// Python plugin) is compiled once per run, not once per test.
+pub fn shared_cache() -> PathBuf {
+    repo().join("target/test-cache")
 }
 
 /// A short name unique to this process and call, usable in interface and netns names.
@@ -439,8 +446,9 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut toml = format!(
-            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n[cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"{p}\"\nqueue_poll_ms = 100\n{cni_extra}\n",
+            "state_dir = \"{d}/state\"\n[engine]\ncache_dir = \"{c}\"\n[admin]\nsocket = \"{d}/admin.sock\"\n[cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"{p}\"\nqueue_poll_ms = 100\n{cni_extra}\n",
             d = dir.display(),
+            c = crate::shared_cache().display(),
             p = plugins[0].name
         );
         for p in &plugins {
@@ -480,13 +488,14 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let toml = format!(
-            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
+            "state_dir = \"{d}/state\"\n[engine]\ncache_dir = \"{c}\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
              [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"bridge\"\n\
              [csi]\ndriver = \"{TEST_DRIVER}\"\nplugin = \"hostpath\"\nsocket = \"{d}/csi.sock\"\n\
              registration_dir = \"{d}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\n\
              [plugins.bridge]\npath = \"{b}\"\n\
              [plugins.hostpath]\nworld = \"storage\"\npath = \"{h}\"\n{plugin_extra}\n",
             d = dir.display(),
+            c = crate::shared_cache().display(),
             b = plugin("bridge-ipam").display(),
             h = path.display(),
         );
@@ -515,11 +524,12 @@ impl Daemon {
         std::fs::create_dir_all(&dir).unwrap();
         let names: Vec<String> = hooks.iter().map(|(n, _, _)| format!("{n:?}")).collect();
         let mut toml = format!(
-            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
+            "state_dir = \"{d}/state\"\n[engine]\ncache_dir = \"{c}\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
              [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"bridge\"\n\
              [cri]\nsocket = \"{d}/cri.sock\"\nupstream = \"{upstream}\"\nhooks = [{h}]\n\
              [plugins.bridge]\npath = \"{b}\"\n",
             d = dir.display(),
+            c = crate::shared_cache().display(),
             h = names.join(", "),
             b = plugin("bridge-ipam").display(),
         );
@@ -778,11 +788,12 @@ impl Daemon {
         std::fs::create_dir_all(&dir).unwrap();
         let names: Vec<String> = hooks.iter().map(|(n, _, _)| format!("{n:?}")).collect();
         let mut toml = format!(
-            "state_dir = \"{d}/state\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
+            "state_dir = \"{d}/state\"\n[engine]\ncache_dir = \"{c}\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
              [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"bridge\"\nqueue_poll_ms = 100\n\
              [cri]\nsocket = \"{d}/cri.sock\"\nupstream = \"builtin\"\nhooks = [{h}]\n\
              [plugins.bridge]\npath = \"{b}\"\nbridges = [\"wgbr0\"]\nconfig = {{ bridge = \"wgbr0\" }}\n",
             d = dir.display(),
+            c = crate::shared_cache().display(),
             h = names.join(", "),
             b = plugin("bridge-ipam").display(),
         );
