@@ -354,6 +354,90 @@ async fn failing_fail_open_hooks_are_skipped_and_traced() {
     still_serving(&mut d, &mut rt).await;
 }
 
+/// A hook asleep in a host call is beyond its epoch deadline's reach; the chain's backstop (every
+/// hook's timeout, end to end, and a grace) gives the call back, and the sleeping hook answers for
+/// it under its own policy. The hooks before it keep their decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_stuck_in_a_host_call_meets_the_chains_backstop() {
+    let hook = plugin("hook-misbehave");
+    let closed = misbehave(
+        "sleep",
+        "create-container",
+        "timeout_ms = 200\nfailure = \"fail-closed\"",
+    );
+    let open = misbehave(
+        "sleep",
+        "start-container",
+        "timeout_ms = 200\nfailure = \"fail-open\"",
+    );
+    let mut d = Daemon::start_proxy(
+        "builtin",
+        &[
+            (
+                "inject",
+                plugin("hook-inject"),
+                "config = { value = \"nap-node\" }",
+            ),
+            ("nap-closed", hook.clone(), &closed),
+            ("nap-open", hook, &open),
+        ],
+    );
+    let (mut rt, mut im) = clients(&d.cri_socket()).await;
+    let pod = pod_with_image(&mut rt, &mut im, "nap").await;
+    let trace = follow(&d, TraceFilter::default());
+
+    let started = Instant::now();
+    let err = rt
+        .create_container(create_request(&pod, "c"))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        err.message().contains("hook nap-closed") && err.message().contains("deadline"),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_secs(3), "the call took {took:?}");
+    let rec = std::iter::repeat_with(|| next_record(&trace))
+        .find(|r| r.method == "CreateContainer")
+        .unwrap();
+    let decisions: Vec<_> = rec
+        .hooks
+        .iter()
+        .map(|h| (h.hook.as_str(), h.decision.as_str()))
+        .collect();
+    assert!(
+        decisions[0].0 == "inject" && decisions[0].1.starts_with("adjust:"),
+        "{decisions:?}"
+    );
+    assert!(
+        decisions[1].0 == "nap-closed" && decisions[1].1.starts_with("failed:"),
+        "{decisions:?}"
+    );
+
+    // Fail-open: the call goes on without the sleeper, past the backstop.
+    let (mut direct, _) = clients(&builtin_socket(&d)).await;
+    let cid = direct
+        .create_container(create_request(&pod, "c"))
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let started = Instant::now();
+    rt.start_container(pb::StartContainerRequest {
+        container_id: cid.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let rec = std::iter::repeat_with(|| next_record(&trace))
+        .find(|r| r.method == "StartContainer")
+        .unwrap();
+    let nap = rec.hooks.iter().find(|h| h.hook == "nap-open").unwrap();
+    assert!(nap.decision.starts_with("skipped (fail-open)"), "{rec:?}");
+    still_serving(&mut d, &mut rt).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hooks_changing_one_field_conflict_naming_both() {
     let inject = plugin("hook-inject");

@@ -267,49 +267,96 @@ where
     F: FnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
     R: Send + 'static,
 {
-    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let gave_up = abandoned.clone();
+    let batch = Batch::default();
+    let gave_up = batch.abandoned.clone();
     let out = run_task(&ctx.clone_light(), move || {
-        let warm = match idle.take() {
-            Some(w) => w,
-            None => {
-                let (mut store, stderr) = new_store(&ctx)?;
-                arm(&ctx, &mut store);
-                let instance = match instantiate(&mut store) {
-                    Ok(i) => i,
-                    Err(e) => {
-                        return settle(&ctx, &store, &stderr, Err(Failure::Instantiate(e)));
-                    }
-                };
-                let slots = ctx.engine.idle.clone();
-                slots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Warm {
-                    store,
-                    stderr,
-                    instance,
-                    uses: 0,
-                    _slot: IdleSlot(slots),
-                }
-            }
-        };
-        let mut warm = warm;
-        warm.stderr.clear();
-        arm(&ctx, &mut warm.store);
-        warm.uses += 1;
-        let out = f(&warm.instance, &mut warm.store).map_err(Failure::Call);
-        let out = settle(&ctx, &warm.store, &warm.stderr, out);
-        let keep = out.is_ok()
-            && warm.uses < MAX_USES
-            && !abandoned.load(std::sync::atomic::Ordering::Relaxed)
-            && ctx.engine.idle.load(std::sync::atomic::Ordering::Relaxed)
-                <= crate::engine::IDLE_SLOTS;
-        if keep {
-            idle.put(warm);
-        }
-        out
+        reusing_blocking(&ctx, &idle, instantiate, f, &batch)
     })
     .await;
     if matches!(out, Err(CallError::Timeout { .. })) {
+        gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    out
+}
+
+/// One call on a reused instance, on the current (blocking) thread.
+pub(crate) fn reusing_blocking<I, R, N, F>(
+    ctx: &CallContext,
+    idle: &Idle<I>,
+    instantiate: N,
+    f: F,
+    batch: &Batch,
+) -> Result<R, CallError>
+where
+    N: FnOnce(&mut Store<HostState>) -> wasmtime::Result<I>,
+    F: FnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<R>,
+{
+    let mut warm = match idle.take() {
+        Some(w) => w,
+        None => {
+            let (mut store, stderr) = new_store(ctx)?;
+            arm(ctx, &mut store);
+            let instance = match instantiate(&mut store) {
+                Ok(i) => i,
+                Err(e) => {
+                    return settle(ctx, &store, &stderr, Err(Failure::Instantiate(e)));
+                }
+            };
+            let slots = ctx.engine.idle.clone();
+            slots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Warm {
+                store,
+                stderr,
+                instance,
+                uses: 0,
+                _slot: IdleSlot(slots),
+            }
+        }
+    };
+    warm.stderr.clear();
+    arm(ctx, &mut warm.store);
+    warm.uses += 1;
+    let out = f(&warm.instance, &mut warm.store).map_err(Failure::Call);
+    let out = settle(ctx, &warm.store, &warm.stderr, out);
+    let keep = out.is_ok()
+        && warm.uses < MAX_USES
+        && !batch.abandoned.load(std::sync::atomic::Ordering::Relaxed)
+        && ctx.engine.idle.load(std::sync::atomic::Ordering::Relaxed) <= crate::engine::IDLE_SLOTS;
+    if keep {
+        idle.put(warm);
+    }
+    out
+}
+
+/// Calls made one after another on one blocking thread (see [`crate::Registry::batch`]). A batch
+/// its caller stopped waiting for keeps no instance it used afterwards: the guest may be stuck.
+#[derive(Default)]
+pub struct Batch {
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Runs `body` on one blocking thread holding one instance permit, bounded by `bound`.
+pub(crate) async fn run_batch<R, B>(
+    permits: Arc<tokio::sync::Semaphore>,
+    bound: Duration,
+    body: B,
+) -> Result<R, CallError>
+where
+    B: FnOnce(&Batch) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let batch = Batch::default();
+    let gave_up = batch.abandoned.clone();
+    let light = Light {
+        plugin: "batch".to_string(),
+        limits: Limits {
+            timeout: bound,
+            memory_bytes: 0,
+        },
+        permits,
+    };
+    let out = run_task(&light, move || Ok(body(&batch))).await;
+    if out.is_err() {
         gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     out

@@ -30,7 +30,7 @@ pub mod keyvalue;
 pub mod registry;
 mod stderr;
 
-pub use call::{CallError, Limits};
+pub use call::{Batch, CallError, Limits};
 pub use engine::{EngineConfig, WasmEngine};
 pub use error::EngineError;
 pub use host::HostState;

@@ -15,7 +15,7 @@ use crate::bindings::{
     NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre, RUNTIME_WORLD, RuntimeHook,
     RuntimeHookPre, STORAGE_WORLD, StoragePlugin, StoragePluginPre,
 };
-use crate::call::{self, CallContext, CallError, Failure, Idle, Limits};
+use crate::call::{self, Batch, CallContext, CallError, Failure, Idle, Limits};
 use crate::engine::{WasmEngine, sha256_hex};
 use crate::host::HostState;
 use crate::keyvalue::KvStore;
@@ -186,6 +186,23 @@ impl LoadedPlugin {
         .await
     }
 
+    /// [`LoadedPlugin::runtime`] inside a [`Registry::batch`]: on the batch's thread, no hop.
+    pub fn runtime_in<R, F>(&self, batch: &Batch, f: F) -> Result<R, CallError>
+    where
+        F: FnOnce(&RuntimeHook, &mut Store<HostState>) -> wasmtime::Result<R>,
+    {
+        let Pre::Runtime(pre) = &self.pre else {
+            return Err(self.wrong_world(World::Runtime));
+        };
+        call::reusing_blocking(
+            &self.call_context(),
+            &self.idle_hooks,
+            |store| pre.instantiate(store),
+            f,
+            batch,
+        )
+    }
+
     fn wrong_world(&self, wanted: World) -> CallError {
         CallError::Instantiate {
             plugin: self.spec.name.clone(),
@@ -266,6 +283,18 @@ impl Registry {
     pub fn with_cache_dir(mut self, dir: PathBuf) -> Self {
         self.cache_dir = dir;
         self
+    }
+
+    /// Runs `body` on one blocking thread, where it may call several plugins in turn with
+    /// [`LoadedPlugin::runtime_in`]: a CRI hook chain's phase then costs one thread hop, not one
+    /// per hook. Each call keeps its own epoch deadline; `bound` is the backstop for a guest
+    /// stuck in a blocking host call, which no epoch interrupts.
+    pub async fn batch<R, B>(&self, bound: Duration, body: B) -> Result<R, CallError>
+    where
+        B: FnOnce(&Batch) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        call::run_batch(self.permits.clone(), bound, body).await
     }
 
     pub fn engine(&self) -> &WasmEngine {

@@ -1,6 +1,6 @@
 //! Test fixture for the CRI proxy's hook chain: a runtime hook whose pre-hook misbehaves as the
 //! `wasi:config` key `mode` says. `trap` panics, `loop` spins forever, `oom` allocates without
-//! bound, `deny-all` denies every call, anything else allows. `events` (names separated by commas
+//! bound, `sleep` blocks in a host call for 30 s, `deny-all` denies every call, anything else allows. `events` (names separated by commas
 //! or spaces, as in `wit/runtime.wit`: `create-container`, `start-container`…) limits what it
 //! subscribes to; unset or empty means every event. The post-hook always returns at once.
 
@@ -62,6 +62,11 @@ impl Guest for Hook {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            // Blocks in a host call (a clock poll), where no epoch reaches it.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Decision::Allow
             }
             "deny-all" => Decision::Deny("hook-misbehave denies everything".to_string()),
             _ => Decision::Allow,
