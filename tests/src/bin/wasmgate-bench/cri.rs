@@ -2,17 +2,18 @@
 //! socket, and how many hooked calls it passes per second.
 //!
 //! One daemon serves `[cri]` in front of its builtin runtime with two runtime hooks in its chain,
-//! `hook-policy` then `hook-inject`, which both subscribe to CreateContainer. The builtin runtime
-//! listens on a private socket of its own (`<state>/cri-builtin.sock`), which the proxy reaches as
-//! it would reach containerd; the baseline calls that socket directly. So "added" is everything
-//! the proxy does: one more gRPC hop (decode, re-encode, a second HTTP/2 connection), the hook
-//! chain, and the bookkeeping. Both sides are called by the same client, alternately in blocks,
+//! `hook-policy` then `hook-inject`, which both subscribe to CreateContainer. The proxy calls the
+//! builtin runtime in process; the runtime also listens on a private socket of its own
+//! (`<state>/cri-builtin.sock`), served by the same process the same way, and the baseline calls
+//! that socket directly. So "added" is everything the proxy does: decoding the request into the
+//! hooks' view, the hook chain (a thread hop per phase), re-encoding for the runtime, and the
+//! bookkeeping. Both sides are called by the same client, alternately in blocks,
 //! so drift on a noisy machine hits both.
 //!
 //! - a hooked call: CreateContainer, each followed by an untimed RemoveContainer on the same
 //!   socket so the runtime's state stays flat;
-//! - an unhooked call: ListPodSandbox with a few pods present, which the proxy forwards as
-//!   HTTP/2 frames without decoding;
+//! - an unhooked call: ListPodSandbox with a few pods present, which the proxy passes on as it
+//!   came, without decoding it;
 //! - concurrent clients doing CreateContainer + RemoveContainer pairs for a fixed time;
 //! - where a hooked call's time goes, from the daemon's trace records of a sample of calls.
 
@@ -447,7 +448,7 @@ async fn where_time_goes(d: &Daemon, proxy: Channel, pod: &str, n: usize) -> Res
     }
     println!(
         "  {:<62}{:>8.1} µs",
-        "    runtime (upstream_us: the builtin through its socket)", upstream
+        "    runtime (upstream_us: the builtin, in process)", upstream
     );
     println!(
         "  {:<62}{:>8.1} µs",
@@ -538,9 +539,9 @@ async fn burst(chans: &[Channel], pod: &str, tag: &str, run: Duration) -> Result
     Ok((creates.load(Ordering::Relaxed), started.elapsed()))
 }
 
-/// One hook call in this process, through the engine's own per-call path (the one the daemon's
-/// hook chain takes: `LoadedPlugin::runtime`), split into the dispatch around the guest and the
-/// guest call itself.
+/// Hook calls in this process: one at a time through the engine's per-call path
+/// (`LoadedPlugin::runtime`), split into the dispatch around the guest and the guest call itself;
+/// then a whole phase as the daemon's hook chain runs it, both hooks in one `Registry::batch`.
 fn hook_calls(d: &Daemon, calls: usize) -> Result<()> {
     // The daemon runs its calls on a multi-threaded runtime; so does this.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -579,8 +580,8 @@ fn hook_calls(d: &Daemon, calls: usize) -> Result<()> {
             "  {:<10}{:>10}{:>10}{:>10}{:>14}{:>14}",
             "hook", "empty", "pre", "post", "guest pre", "guest post"
         );
-        for (name, p) in hooks {
-            let (empty, pre, post, guest_pre, guest_post) = time_hook(&p, calls).await?;
+        for (name, p) in &hooks {
+            let (empty, pre, post, guest_pre, guest_post) = time_hook(p, calls).await?;
             println!(
                 "  {name:<10}{empty:>10.1}{pre:>10.1}{post:>10.1}{guest_pre:>14.1}{guest_post:>14.1}"
             );
@@ -588,6 +589,12 @@ fn hook_calls(d: &Daemon, calls: usize) -> Result<()> {
         println!(
             "  (empty: the dispatch alone, a closure that calls nothing: permit, spawn_blocking, timeout, \
              idle instance, deadline; guest: the call alone, 100 back to back on one instance)"
+        );
+        let plugins: Vec<_> = hooks.into_iter().map(|(_, p)| p).collect();
+        let (empty, phase) = time_phase(&registry, &plugins, calls).await?;
+        println!(
+            "a pre phase as the chain runs it (both hooks in one Registry::batch; {calls} each, p50 µs): \
+             empty batch {empty:.1}, both pre-hooks {phase:.1}"
         );
         Ok(())
     })
@@ -625,6 +632,36 @@ fn hook_request() -> wit::Request {
         annotations: vec![],
     };
     wit::Request::CreateContainer((pod, container))
+}
+
+async fn time_phase(
+    registry: &Registry,
+    hooks: &[Arc<LoadedPlugin>],
+    calls: usize,
+) -> Result<(f64, f64)> {
+    let bound = Duration::from_secs(5);
+    let phase = || {
+        let (hooks, req) = (hooks.to_vec(), hook_request());
+        registry.batch(bound, move |b| {
+            hooks.iter().try_for_each(|p| {
+                p.runtime_in(b, |h, s| h.wasmgate_plugin_hook().call_pre(s, &req).map(|_| ()))
+            })
+        })
+    };
+    let (mut e, mut a) = (vec![], vec![]);
+    for i in 0..calls + BLOCK {
+        let t = Instant::now();
+        registry.batch(bound, |_| ()).await?;
+        let empty = t.elapsed();
+        let t = Instant::now();
+        phase().await??;
+        let both = t.elapsed();
+        if i >= BLOCK {
+            e.push(empty);
+            a.push(both);
+        }
+    }
+    Ok((Pct::of(&mut e).p50, Pct::of(&mut a).p50))
 }
 
 async fn time_hook(p: &Arc<LoadedPlugin>, calls: usize) -> Result<(f64, f64, f64, f64, f64)> {
