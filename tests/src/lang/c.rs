@@ -1,0 +1,1 @@
+//! Plugins under plugins/c.
