@@ -50,6 +50,7 @@ pub const STORAGE_WORLD: &str = "wasmgate:plugin/storage-plugin@0.1.0";
 /// The world a CRI runtime hook must fit.
 pub const RUNTIME_WORLD: &str = "wasmgate:plugin/runtime-hook@0.1.0";
 
+pub use network::exports::wasmgate::plugin::network as cni_network;
 pub use network::exports::wasmgate::plugin::network::Guest as NetworkGuest;
 pub use network::wasi::keyvalue;
 pub use network::wasmgate::plugin::cni_types;

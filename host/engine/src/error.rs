@@ -15,11 +15,11 @@ pub enum EngineError {
     },
     #[error("compile plugin {name}: {message}")]
     Compile { name: String, message: String },
-    #[error("plugin {name} does not fit the {world} world: {message}")]
+    #[error("plugin {name} does not fit the {world} world: {misfits}")]
     Link {
         name: String,
         world: &'static str,
-        message: String,
+        misfits: crate::inspect::Misfits,
     },
     #[error("no plugin named {0}")]
     UnknownPlugin(String),

@@ -7,6 +7,7 @@
 //! - [`bindings`]: the only `bindgen!` in the project.
 //! - [`engine`]: the wasmtime engine (pooling allocator, epoch ticker) and the compiled-artifact cache.
 //! - [`registry`]: plugin name to current version, hot-swapped atomically.
+//! - [`inspect`]: which worlds a component fits, and why not; the registry links through it.
 //! - [`call`]: one call in a fresh instance, with an epoch deadline, a memory cap and a timeout.
 //! - [`keyvalue`]: the crash-safe `wasi:keyvalue` store each plugin keeps its state in.
 //!
@@ -26,6 +27,7 @@ pub mod call;
 pub mod engine;
 mod error;
 mod host;
+pub mod inspect;
 pub mod keyvalue;
 pub mod registry;
 mod stderr;

@@ -409,19 +409,16 @@ fn build(
     })?;
     let sha256 = sha256_hex(&bytes);
     let (component, cached) = engine.compile_cached(&spec.name, &bytes, &sha256, cache_dir)?;
-    let link = |e: wasmtime::Error| EngineError::Link {
-        name: spec.name.clone(),
-        world: spec.world.name(),
-        message: format!("{e:#}"),
-    };
-    // instantiate_pre type-checks every import; the world's Pre checks the exports. A plugin that
-    // needs something we don't grant fails here, before it could replace a working version.
-    let pre = engine.linker.instantiate_pre(&component).map_err(link)?;
-    let pre = match spec.world {
-        World::Network => Pre::Network(NetworkPluginPre::new(pre).map_err(link)?),
-        World::Storage => Pre::Storage(Box::new(StoragePluginPre::new(pre).map_err(link)?)),
-        World::Runtime => Pre::Runtime(RuntimeHookPre::new(pre).map_err(link)?),
-    };
+    // Type-checks every import and looks up the world's exports. A plugin that needs something
+    // we don't grant fails here, before it could replace a working version, with the messages
+    // `wasmgate plugin inspect` prints.
+    let pre = crate::inspect::link(&engine, &component, spec.world).map_err(|misfits| {
+        EngineError::Link {
+            name: spec.name.clone(),
+            world: spec.world.name(),
+            misfits,
+        }
+    })?;
     let config = Arc::new(
         spec.config
             .iter()

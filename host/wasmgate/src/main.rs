@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(commands::serve::Args),
-    /// Inspect and reload the plugins of a running daemon.
+    /// List and reload the plugins of a running daemon, or inspect a plugin file.
     Plugin(commands::plugin::Args),
     /// Follow every call a running daemon handles, or print its call counters.
     Trace(commands::trace::Args),

@@ -8,7 +8,7 @@ pub struct Args {
     /// The daemon's admin socket.
     #[arg(long, default_value = "/run/wasmgate/admin.sock", global = true)]
     admin: PathBuf,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table or report.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -21,12 +21,16 @@ enum Command {
     List,
     /// Recompile a plugin from its file and swap it in; the old version serves until then.
     Reload { name: String },
+    /// What a component file imports and exports and which worlds it fits (no daemon needed);
+    /// exits non-zero when it fits none.
+    Inspect(super::plugin_inspect::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let req = match &args.command {
         Command::List => AdminRequest::List,
         Command::Reload { name } => AdminRequest::Reload { name: name.clone() },
+        Command::Inspect(inspect) => return super::plugin_inspect::run(inspect, args.json),
     };
     let plugins = request(&args.admin, &req).context("wasmgate plugin")?;
     if args.json {
