@@ -594,6 +594,7 @@ fn big_container() -> wit::Container {
         },
         labels: pairs("label", 200),
         annotations: pairs("annotation", 200),
+        working_dir: "/w".repeat(2048),
     }
 }
 
@@ -634,7 +635,7 @@ async fn one_instance_serves_many_calls_without_leaking(wasm: PathBuf) {
         let req = kinds[i % kinds.len()].clone();
         let r = req.clone();
         let decision = hook
-            .runtime(move |h, s| h.wasmgate_plugin_hook().call_pre(s, &r))
+            .runtime(move |h, s| h.call_pre(s, &r))
             .await
             .unwrap_or_else(|e| panic!("pre call {i}: {e}"));
         match (&req, decision) {
@@ -661,7 +662,7 @@ async fn one_instance_serves_many_calls_without_leaking(wasm: PathBuf) {
         } else {
             wit::Outcome::Failed((6, "x".repeat(8192)))
         };
-        hook.runtime(move |h, s| h.wasmgate_plugin_hook().call_post(s, &req, &outcome))
+        hook.runtime(move |h, s| h.call_post(s, &req, &outcome))
             .await
             .unwrap_or_else(|e| panic!("post call {i}: {e}"));
     }

@@ -4,6 +4,11 @@
 //! surfaces as a compile error in exactly one place. `wasi:config` comes from
 //! `wasmtime-wasi-config`; `wasi:keyvalue` is implemented by [`crate::keyvalue`] because the stock
 //! one is in-memory only.
+//!
+//! A released WIT version is never edited: a new one goes beside it (`wit/v0.2.0/`), gets its own
+//! module here so its type names do not clash, and the host keeps serving the old one. Runtime
+//! hooks exist in two versions, [`v0_1`] and [`v0_2`]; [`cri_types`] is always the newest, the
+//! one the daemon works on, and [`crate::hook`] converts for hooks built against an older one.
 
 mod network {
     wasmtime::component::bindgen!({
@@ -33,7 +38,20 @@ mod storage {
 mod runtime {
     wasmtime::component::bindgen!({
         path: "../../wit",
-        world: "wasmgate:plugin/runtime-hook",
+        world: "wasmgate:plugin/runtime-hook@0.1.0",
+        imports: { default: trappable },
+        with: {
+            "wasi:keyvalue": crate::bindings::network::wasi::keyvalue,
+        },
+    });
+}
+
+/// `wit/v0.2.0/` is its own package directory (with `deps/` linking to `wit/deps/`): wit-parser
+/// reads a directory as one package, so 0.2.0 cannot sit among 0.1.0's files.
+mod runtime_v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.2.0",
+        world: "wasmgate:plugin/runtime-hook@0.2.0",
         imports: { default: trappable },
         with: {
             "wasi:keyvalue": crate::bindings::network::wasi::keyvalue,
@@ -47,8 +65,14 @@ pub const NETWORK_WORLD: &str = "wasmgate:plugin/network-plugin@0.1.0";
 /// The world a storage (CSI) plugin must fit.
 pub const STORAGE_WORLD: &str = "wasmgate:plugin/storage-plugin@0.1.0";
 
-/// The world a CRI runtime hook must fit.
+/// The world a CRI runtime hook must fit, in its first version.
 pub const RUNTIME_WORLD: &str = "wasmgate:plugin/runtime-hook@0.1.0";
+
+/// The runtime-hook world's newest version: 0.1.0's with `container.working-dir`.
+pub const RUNTIME_WORLD_V0_2: &str = "wasmgate:plugin/runtime-hook@0.2.0";
+
+/// Every runtime-hook version this host serves, oldest first.
+pub const RUNTIME_WORLDS: [&str; 2] = [RUNTIME_WORLD, RUNTIME_WORLD_V0_2];
 
 pub use network::exports::wasmgate::plugin::network as cni_network;
 pub use network::exports::wasmgate::plugin::network::Guest as NetworkGuest;
@@ -63,6 +87,19 @@ pub use storage::exports::wasmgate::plugin::{
 pub use storage::wasmgate::plugin::csi_types;
 pub use storage::{StoragePlugin, StoragePluginPre};
 
-pub use runtime::exports::wasmgate::plugin::hook as cri_hook;
-pub use runtime::wasmgate::plugin::cri_types;
-pub use runtime::{RuntimeHook, RuntimeHookPre};
+/// `wasmgate:plugin/runtime-hook@0.1.0`.
+pub mod v0_1 {
+    pub use super::runtime::exports::wasmgate::plugin::hook as cri_hook;
+    pub use super::runtime::wasmgate::plugin::cri_types;
+    pub use super::runtime::{RuntimeHook, RuntimeHookPre};
+}
+
+/// `wasmgate:plugin/runtime-hook@0.2.0`.
+pub mod v0_2 {
+    pub use super::runtime_v0_2::exports::wasmgate::plugin::hook as cri_hook;
+    pub use super::runtime_v0_2::wasmgate::plugin::cri_types;
+    pub use super::runtime_v0_2::{RuntimeHook, RuntimeHookPre};
+}
+
+/// The CRI vocabulary in the newest runtime-hook version: what the daemon builds and reads.
+pub use v0_2::cri_types;

@@ -30,10 +30,12 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, LinkerInstance, ResourceType};
 
 use crate::bindings::{
-    NetworkPluginPre, RuntimeHookPre, StoragePluginPre, cni_network, cri_hook, csi_controller,
-    csi_identity, csi_node, csi_snapshots,
+    NETWORK_WORLD, NetworkPluginPre, RUNTIME_WORLD, RUNTIME_WORLD_V0_2, RUNTIME_WORLDS,
+    STORAGE_WORLD, StoragePluginPre, cni_network, csi_controller, csi_identity, csi_node,
+    csi_snapshots, v0_1, v0_2,
 };
 use crate::engine::{WasmEngine, sha256_hex};
+use crate::hook::HookPre;
 use crate::host::HostState;
 use crate::registry::{Pre, World};
 
@@ -123,7 +125,12 @@ pub struct WorldFit {
 }
 
 /// The worlds and versions this host serves. A new WIT version goes beside the old one here.
-const WORLDS: [World; 3] = [World::Network, World::Storage, World::Runtime];
+const WORLDS: [(World, &str); 4] = [
+    (World::Network, NETWORK_WORLD),
+    (World::Storage, STORAGE_WORLD),
+    (World::Runtime, RUNTIME_WORLD),
+    (World::Runtime, RUNTIME_WORLD_V0_2),
+];
 
 /// Compiles `bytes` (uncached) and reports what the component imports and exports and which
 /// worlds it fits.
@@ -160,12 +167,12 @@ pub fn inspect(engine: &WasmEngine, bytes: &[u8]) -> Result<Report, InspectError
     packages.dedup();
     let worlds = WORLDS
         .iter()
-        .map(|&world| {
-            let problems = misfits(&component, world, &linked);
+        .map(|&(world, name)| {
+            let problems = misfits(&component, name, &linked);
             WorldFit {
                 world,
-                name: world.name(),
-                version: version_of(world.name()),
+                name,
+                version: version_of(name),
                 fits: problems.is_empty(),
                 problems: problems.iter().map(ToString::to_string).collect(),
             }
@@ -182,14 +189,16 @@ pub fn inspect(engine: &WasmEngine, bytes: &[u8]) -> Result<Report, InspectError
 }
 
 /// Links `component` for `world`, or says everything that keeps it from fitting. The registry
-/// loads every plugin through this.
+/// loads every plugin through this. A runtime hook is linked in the version it exports (see
+/// [`version_for`]).
 pub(crate) fn link(
     engine: &WasmEngine,
     component: &Component,
     world: World,
 ) -> Result<Pre, Misfits> {
     let linked = link_imports(engine, component);
-    let problems = misfits(component, world, &linked);
+    let name = version_for(component, world);
+    let problems = misfits(component, name, &linked);
     let pre = match linked.pre {
         Some(pre) if problems.is_empty() => pre,
         _ => return Err(Misfits(problems)),
@@ -198,15 +207,35 @@ pub(crate) fn link(
     Ok(match world {
         World::Network => Pre::Network(NetworkPluginPre::new(pre).map_err(other)?),
         World::Storage => Pre::Storage(Box::new(StoragePluginPre::new(pre).map_err(other)?)),
-        World::Runtime => Pre::Runtime(RuntimeHookPre::new(pre).map_err(other)?),
+        World::Runtime => Pre::Runtime(HookPre::new(pre, name).map_err(other)?),
     })
+}
+
+/// The world, with its version, `component` is judged against for `world`: for a runtime hook
+/// the newest version whose hook interface it exports, since a plugin keeps the version it was
+/// built against; the first version when it exports none, so the misfit names what most hooks
+/// export.
+pub(crate) fn version_for(component: &Component, world: World) -> &'static str {
+    match world {
+        World::Runtime => RUNTIME_WORLDS
+            .iter()
+            .rev()
+            .copied()
+            .find(|name| {
+                needs(name)
+                    .first()
+                    .is_some_and(|n| component.get_export_index(None, n.export).is_some())
+            })
+            .unwrap_or(RUNTIME_WORLD),
+        other => other.name(),
+    }
 }
 
 /// The one check behind both [`link`] and [`inspect`]: the import problems, then the exports
 /// `world` needs that are missing.
-fn misfits(component: &Component, world: World, linked: &Linked) -> Vec<Misfit> {
+fn misfits(component: &Component, world: &'static str, linked: &Linked) -> Vec<Misfit> {
     let mut out: Vec<Misfit> = linked.problems.iter().map(|(_, m)| m.clone()).collect();
-    let world_name = short_name(world.name());
+    let world_name = short_name(world);
     for need in needs(world) {
         if component.get_export_index(None, need.export).is_none() {
             out.push(Misfit::MissingExport {
@@ -240,13 +269,14 @@ struct Need {
     functions: fn(&InstancePre<HostState>) -> wasmtime::Result<()>,
 }
 
-fn needs(world: World) -> Vec<Need> {
+/// What each served world, by its versioned name, needs exported.
+fn needs(world: &str) -> Vec<Need> {
     match world {
-        World::Network => vec![Need {
+        NETWORK_WORLD => vec![Need {
             export: "wasmgate:plugin/network@0.1.0",
             functions: |p| cni_network::GuestIndices::new(p).map(drop),
         }],
-        World::Storage => vec![
+        STORAGE_WORLD => vec![
             Need {
                 export: "wasmgate:plugin/identity@0.1.0",
                 functions: |p| csi_identity::GuestIndices::new(p).map(drop),
@@ -264,10 +294,15 @@ fn needs(world: World) -> Vec<Need> {
                 functions: |p| csi_node::GuestIndices::new(p).map(drop),
             },
         ],
-        World::Runtime => vec![Need {
+        RUNTIME_WORLD => vec![Need {
             export: "wasmgate:plugin/hook@0.1.0",
-            functions: |p| cri_hook::GuestIndices::new(p).map(drop),
+            functions: |p| v0_1::cri_hook::GuestIndices::new(p).map(drop),
         }],
+        RUNTIME_WORLD_V0_2 => vec![Need {
+            export: "wasmgate:plugin/hook@0.2.0",
+            functions: |p| v0_2::cri_hook::GuestIndices::new(p).map(drop),
+        }],
+        _ => Vec::new(),
     }
 }
 

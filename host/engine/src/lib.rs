@@ -6,6 +6,7 @@
 //!
 //! - [`bindings`]: the only `bindgen!` in the project.
 //! - [`engine`]: the wasmtime engine (pooling allocator, epoch ticker) and the compiled-artifact cache.
+//! - [`hook`]: a runtime hook of any served WIT version, called with the newest types.
 //! - [`registry`]: plugin name to current version, hot-swapped atomically.
 //! - [`inspect`]: which worlds a component fits, and why not; the registry links through it.
 //! - [`call`]: one call in a fresh instance, with an epoch deadline, a memory cap and a timeout.
@@ -26,6 +27,7 @@ pub mod bindings;
 pub mod call;
 pub mod engine;
 mod error;
+pub mod hook;
 mod host;
 pub mod inspect;
 pub mod keyvalue;
@@ -35,6 +37,7 @@ mod stderr;
 pub use call::{Batch, CallError, Limits};
 pub use engine::{EngineConfig, WasmEngine};
 pub use error::EngineError;
+pub use hook::Hook;
 pub use host::HostState;
 pub use registry::{DATA_DIR_GUEST, LoadedPlugin, PluginInfo, PluginSpec, Registry, World};
 pub use wasmtime;

@@ -12,11 +12,12 @@ use wasmtime::Store;
 
 use crate::EngineError;
 use crate::bindings::{
-    NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre, RUNTIME_WORLD, RuntimeHook,
-    RuntimeHookPre, STORAGE_WORLD, StoragePlugin, StoragePluginPre,
+    NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre, RUNTIME_WORLD, STORAGE_WORLD,
+    StoragePlugin, StoragePluginPre,
 };
 use crate::call::{self, Batch, CallContext, CallError, Failure, Idle, Limits};
 use crate::engine::{WasmEngine, sha256_hex};
+use crate::hook::{Hook, HookPre};
 use crate::host::HostState;
 use crate::keyvalue::KvStore;
 
@@ -66,7 +67,19 @@ pub(crate) enum Pre {
     Network(NetworkPluginPre<HostState>),
     // Boxed: a storage world's export indices make it twice the network one's size.
     Storage(Box<StoragePluginPre<HostState>>),
-    Runtime(RuntimeHookPre<HostState>),
+    /// 0.1.0 or 0.2.0, as the hook exports.
+    Runtime(HookPre),
+}
+
+impl Pre {
+    /// The world, with its version, this component was linked as.
+    fn world(&self) -> &'static str {
+        match self {
+            Pre::Network(_) => NETWORK_WORLD,
+            Pre::Storage(_) => STORAGE_WORLD,
+            Pre::Runtime(hook) => hook.world(),
+        }
+    }
 }
 
 impl PluginSpec {
@@ -102,8 +115,8 @@ pub struct LoadedPlugin {
     permits: Arc<tokio::sync::Semaphore>,
     /// Storage plugins' instances between calls.
     idle: Arc<Idle<StoragePlugin>>,
-    /// Runtime hooks' instances between calls.
-    idle_hooks: Arc<Idle<RuntimeHook>>,
+    /// Runtime hooks' instances between calls, of whichever WIT version this one is.
+    idle_hooks: Arc<Idle<Hook>>,
 }
 
 /// What `wasmgate plugin list` shows.
@@ -112,6 +125,8 @@ pub struct PluginInfo {
     pub name: String,
     pub path: PathBuf,
     pub sha256: String,
+    /// The world with its WIT version, e.g. `wasmgate:plugin/runtime-hook@0.2.0`: a runtime
+    /// hook's is the version it was built against.
     pub world: String,
     /// Seconds since the Unix epoch.
     pub loaded_at: u64,
@@ -168,13 +183,14 @@ impl LoadedPlugin {
 
     /// Runs `f` on an instance of this runtime hook, reused like a storage plugin's: a hook sits
     /// on the path of every CRI call it subscribes to, and instantiating costs more than most
-    /// hooks' work.
+    /// hooks' work. [`Hook`] takes the newest WIT types whatever version the hook was built
+    /// against.
     pub async fn runtime<R, F>(&self, f: F) -> Result<R, CallError>
     where
-        F: FnOnce(&RuntimeHook, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
+        F: FnOnce(&Hook, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let Pre::Runtime(pre) = self.pre.clone() else {
+        let Some(pre) = self.hook_pre() else {
             return Err(self.wrong_world(World::Runtime));
         };
         call::run_reusing(
@@ -189,9 +205,9 @@ impl LoadedPlugin {
     /// [`LoadedPlugin::runtime`] inside a [`Registry::batch`]: on the batch's thread, no hop.
     pub fn runtime_in<R, F>(&self, batch: &Batch, f: F) -> Result<R, CallError>
     where
-        F: FnOnce(&RuntimeHook, &mut Store<HostState>) -> wasmtime::Result<R>,
+        F: FnOnce(&Hook, &mut Store<HostState>) -> wasmtime::Result<R>,
     {
-        let Pre::Runtime(pre) = &self.pre else {
+        let Some(pre) = self.hook_pre() else {
             return Err(self.wrong_world(World::Runtime));
         };
         call::reusing_blocking(
@@ -201,6 +217,14 @@ impl LoadedPlugin {
             f,
             batch,
         )
+    }
+
+    /// A runtime hook's entry points, of the version it was built against.
+    fn hook_pre(&self) -> Option<HookPre> {
+        match &self.pre {
+            Pre::Runtime(pre) => Some(pre.clone()),
+            _ => None,
+        }
     }
 
     fn wrong_world(&self, wanted: World) -> CallError {
@@ -415,7 +439,7 @@ fn build(
     let pre = crate::inspect::link(&engine, &component, spec.world).map_err(|misfits| {
         EngineError::Link {
             name: spec.name.clone(),
-            world: spec.world.name(),
+            world: crate::inspect::version_for(&component, spec.world),
             misfits,
         }
     })?;
@@ -434,7 +458,8 @@ fn build(
             name: spec.name.clone(),
             path: spec.path.clone(),
             sha256,
-            world: spec.world.name().to_string(),
+            // With the version a runtime hook was built against: `plugin list` shows it.
+            world: pre.world().to_string(),
             loaded_at,
             cached,
             generation,

@@ -88,7 +88,7 @@ impl Hooks {
             return Ok(subs.clone());
         }
         let subs = plugin
-            .runtime(|h, s| h.wasmgate_plugin_hook().call_subscriptions(s))
+            .runtime(|h, s| h.call_subscriptions(s))
             .await
             .map_err(|e| e.to_string())?;
         let subs = Arc::new(subs);
@@ -256,9 +256,7 @@ fn pre_phase(
         let started = Instant::now();
         let out = match plugin {
             Ok(p) => p
-                .runtime_in(batch, |hook, s| {
-                    hook.wasmgate_plugin_hook().call_pre(s, req)
-                })
+                .runtime_in(batch, |hook, s| hook.call_pre(s, req))
                 .map_err(HookCallError::Call),
             Err(e) => Err(HookCallError::Engine(e)),
         };
@@ -307,9 +305,7 @@ fn post_phase(
         let started = Instant::now();
         let out = match plugin {
             Ok(p) => p
-                .runtime_in(batch, |hook, s| {
-                    hook.wasmgate_plugin_hook().call_post(s, req, outcome)
-                })
+                .runtime_in(batch, |hook, s| hook.call_post(s, req, outcome))
                 .map_err(HookCallError::Call),
             Err(e) => Err(HookCallError::Engine(e)),
         };

@@ -1,5 +1,6 @@
 //! runtime.v1 messages to the hook world's typed views, and hooks' adjustments back onto the
-//! request.
+//! request. The views are in the newest runtime-hook WIT version; the engine converts them down
+//! for a hook built against an older one (`wasmgate_engine::hook`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -94,11 +95,12 @@ pub fn container_from_config(c: &pb::ContainerConfig, id: &str) -> wit::Containe
         },
         labels: map(&c.labels),
         annotations: map(&c.annotations),
+        working_dir: c.working_dir.clone(),
     }
 }
 
 /// What a container-scoped call other than create knows of its container: the runtime's
-/// listing, without the config's details.
+/// listing, without the config's details (`working-dir` included: empty).
 pub fn container_from_listing(c: &pb::Container) -> wit::Container {
     wit::Container {
         id: c.id.clone(),
@@ -127,6 +129,7 @@ pub fn container_from_listing(c: &pb::Container) -> wit::Container {
         },
         labels: map(&c.labels),
         annotations: map(&c.annotations),
+        working_dir: String::new(),
     }
 }
 
@@ -447,6 +450,24 @@ mod tests {
         assert_eq!(
             cfg.image.unwrap().image,
             "mirror.local/library/busybox:latest"
+        );
+    }
+
+    #[test]
+    fn the_view_carries_the_working_dir_of_the_config_only() {
+        let cfg = pb::ContainerConfig {
+            working_dir: "/srv/app".into(),
+            ..Default::default()
+        };
+        assert_eq!(container_from_config(&cfg, "").working_dir, "/srv/app");
+        assert_eq!(
+            container_from_config(&pb::ContainerConfig::default(), "").working_dir,
+            ""
+        );
+        // A listing has no working dir: empty means unknown here, as unset.
+        assert_eq!(
+            container_from_listing(&pb::Container::default()).working_dir,
+            ""
         );
     }
 

@@ -345,8 +345,14 @@ fn a_component_exporting_nothing_misses_every_export() {
                 .all(|p| p.starts_with("does not export wasmgate:plugin/")),
             "{w:?}"
         );
-        assert_eq!(w.version, "0.1.0");
+        // Runtime hooks are served in 0.1.0 and 0.2.0; the other worlds only in 0.1.0.
+        let versions: &[&str] = match w.world {
+            World::Runtime => &["0.1.0", "0.2.0"],
+            _ => &["0.1.0"],
+        };
+        assert!(versions.contains(&w.version), "{w:?}");
     }
+    assert_eq!(report.worlds.len(), 4);
 }
 
 #[test]
@@ -386,4 +392,31 @@ fn names_split_as_wit_writes_them() {
     assert_eq!(package_of("handle"), None);
     assert_eq!(short_name(World::Storage.name()), "storage-plugin");
     assert_eq!(version_of(World::Runtime.name()), "0.1.0");
+}
+
+#[test]
+fn a_runtime_hook_fits_the_version_it_exports() {
+    let workdir = plugin("hook-workdir");
+    let report = inspect(engine(), &workdir).unwrap();
+    let fits: Vec<&str> = report.fitting().map(|w| w.name).collect();
+    assert_eq!(fits, ["wasmgate:plugin/runtime-hook@0.2.0"], "{report:#?}");
+    assert_eq!(report.packages, ["wasmgate:plugin@0.2.0"]);
+    let old = report
+        .worlds
+        .iter()
+        .find(|w| w.version == "0.1.0" && w.world == World::Runtime)
+        .unwrap();
+    assert_eq!(
+        old.problems,
+        ["does not export wasmgate:plugin/hook@0.1.0 (runtime-hook needs it)"]
+    );
+
+    // Linking picks the version from the export, either way.
+    for (name, bytes) in [("0.2.0", workdir), ("0.1.0", plugin("hook-inject"))] {
+        let component = Component::new(&engine().engine, &bytes).unwrap();
+        let Ok(Pre::Runtime(pre)) = link(engine(), &component, World::Runtime) else {
+            panic!("{name} does not link as a runtime hook");
+        };
+        assert_eq!(pre.world(), format!("wasmgate:plugin/runtime-hook@{name}"));
+    }
 }

@@ -630,6 +630,7 @@ fn hook_request() -> wit::Request {
         },
         labels: vec![],
         annotations: vec![],
+        working_dir: String::new(),
     };
     wit::Request::CreateContainer((pod, container))
 }
@@ -643,9 +644,9 @@ async fn time_phase(
     let phase = || {
         let (hooks, req) = (hooks.to_vec(), hook_request());
         registry.batch(bound, move |b| {
-            hooks.iter().try_for_each(|p| {
-                p.runtime_in(b, |h, s| h.wasmgate_plugin_hook().call_pre(s, &req).map(|_| ()))
-            })
+            hooks
+                .iter()
+                .try_for_each(|p| p.runtime_in(b, |h, s| h.call_pre(s, &req).map(|_| ())))
         })
     };
     let (mut e, mut a) = (vec![], vec![]);
@@ -670,11 +671,11 @@ async fn time_hook(p: &Arc<LoadedPlugin>, calls: usize) -> Result<(f64, f64, f64
     let empty = || p.runtime(|_, _| Ok(()));
     let pre = || {
         let r = req.clone();
-        p.runtime(move |h, s| h.wasmgate_plugin_hook().call_pre(s, &r).map(|_| ()))
+        p.runtime(move |h, s| h.call_pre(s, &r).map(|_| ()))
     };
     let post = || {
         let (r, o) = (req.clone(), outcome.clone());
-        p.runtime(move |h, s| h.wasmgate_plugin_hook().call_post(s, &r, &o))
+        p.runtime(move |h, s| h.call_post(s, &r, &o))
     };
     for _ in 0..BLOCK {
         empty().await?;
@@ -704,7 +705,7 @@ async fn time_hook(p: &Arc<LoadedPlugin>, calls: usize) -> Result<(f64, f64, f64
     let (r, o) = (req.clone(), outcome.clone());
     let guest = p
         .runtime(move |h, s| {
-            let hook = h.wasmgate_plugin_hook();
+            let hook = h;
             let (mut pre, mut post) = (vec![], vec![]);
             for _ in 0..100 {
                 let t = Instant::now();

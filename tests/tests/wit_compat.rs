@@ -1,0 +1,398 @@
+//! Runtime hooks built against two WIT versions in one daemon: 0.1.0 hooks (`hook-policy`,
+//! `hook-inject`, unchanged) and the 0.2.0 `hook-workdir` share one chain, each sees its calls in
+//! its own version, and a hook file swapped from one version to the other and back under load
+//! loses no call.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use wasmgate_daemon::admin::{TraceFilter, follow_trace};
+use wasmgate_daemon::trace::{CallRecord, TraceLine};
+use wasmgate_proto::cri::v1 as pb;
+use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
+use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
+use wasmgate_tests::{Daemon, plugin, sha256};
+
+type Rt = RuntimeServiceClient<tonic::transport::Channel>;
+type Im = ImageServiceClient<tonic::transport::Channel>;
+
+const V0_1: &str = "wasmgate:plugin/runtime-hook@0.1.0";
+const V0_2: &str = "wasmgate:plugin/runtime-hook@0.2.0";
+
+async fn clients(socket: &Path) -> (Rt, Im) {
+    let ch = wasmgate_proto::unix_channel(socket).await.unwrap();
+    (
+        RuntimeServiceClient::new(ch.clone()),
+        ImageServiceClient::new(ch),
+    )
+}
+
+fn pod_config(name: &str) -> pb::PodSandboxConfig {
+    pb::PodSandboxConfig {
+        metadata: Some(pb::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, working_dir: &str, privileged: bool) -> pb::ContainerConfig {
+    pb::ContainerConfig {
+        metadata: Some(pb::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(pb::ImageSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "3600".into()],
+        working_dir: working_dir.into(),
+        linux: Some(pb::LinuxContainerConfig {
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                privileged,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn pod_with_image(rt: &mut Rt, im: &mut Im, name: &str) -> String {
+    im.pull_image(pb::PullImageRequest {
+        image: Some(pb::ImageSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    rt.run_pod_sandbox(pb::RunPodSandboxRequest {
+        config: Some(pod_config(name)),
+        runtime_handler: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pod_sandbox_id
+}
+
+async fn create(rt: &mut Rt, pod: &str, c: pb::ContainerConfig) -> Result<String, tonic::Status> {
+    rt.create_container(pb::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(c),
+        sandbox_config: Some(pod_config("p")),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+async fn annotations(rt: &mut Rt, cid: &str) -> std::collections::HashMap<String, String> {
+    rt.container_status(pb::ContainerStatusRequest {
+        container_id: cid.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+    .annotations
+}
+
+/// Follows the daemon's trace on a thread of its own; returns once subscribed.
+fn follow(d: &Daemon) -> mpsc::Receiver<CallRecord> {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let socket = d.admin_socket();
+    let filter = TraceFilter {
+        interface: Some("cri".into()),
+        method: Some("CreateContainer".into()),
+        ..Default::default()
+    };
+    std::thread::spawn(move || {
+        let _ = follow_trace(&socket, filter, |line| match line {
+            TraceLine::Subscribed => {
+                let _ = ready_tx.send(());
+                true
+            }
+            TraceLine::Call(c) => tx.send(*c).is_ok(),
+            TraceLine::Dropped { count } => panic!("trace follower lost {count} records"),
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("trace subscription within 5 s");
+    rx
+}
+
+/// What each hook decided in the next CreateContainer record, as `hook: decision`.
+fn pre_decisions(rx: &mpsc::Receiver<CallRecord>) -> Vec<String> {
+    let rec = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a trace record within 5 s");
+    rec.hooks
+        .iter()
+        .filter(|h| h.phase == "pre")
+        .map(|h| format!("{}: {}", h.hook, h.decision))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_of_both_wit_versions_share_one_chain() {
+    let d = Daemon::start_proxy(
+        "builtin",
+        &[
+            ("policy", plugin("hook-policy"), ""),
+            (
+                "inject",
+                plugin("hook-inject"),
+                "config = { value = \"node-7\" }",
+            ),
+            (
+                "workdir",
+                plugin("hook-workdir"),
+                "config = { allowed-prefixes = \"/srv /app\" }",
+            ),
+        ],
+    );
+    // Each loads, in the version it was built against.
+    assert_eq!(d.listed("policy")["world"], V0_1);
+    assert_eq!(d.listed("inject")["world"], V0_1);
+    assert_eq!(d.listed("workdir")["world"], V0_2);
+
+    let (mut rt, mut im) = clients(&d.cri_socket()).await;
+    let pod = pod_with_image(&mut rt, &mut im, "compat").await;
+    let trace = follow(&d);
+
+    // The 0.2.0 hook sees the working dir; the 0.1.0 hook's adjustment still lands.
+    let cid = create(&mut rt, &pod, container_config("app", "/srv/app", false))
+        .await
+        .unwrap();
+    let ann = annotations(&mut rt, &cid).await;
+    assert_eq!(
+        ann.get("wasmgate.io/working-dir").map(String::as_str),
+        Some("/srv/app"),
+        "{ann:?}"
+    );
+    assert_eq!(
+        ann.get("wasmgate.io/node").map(String::as_str),
+        Some("node-7"),
+        "{ann:?}"
+    );
+    let seen = pre_decisions(&trace);
+    assert_eq!(seen.len(), 3, "every hook saw the call: {seen:?}");
+    assert_eq!(seen[0], "policy: allow");
+    assert!(
+        seen[1].starts_with("inject: adjust: annotations wasmgate.io/node; env WASMGATE_NODE"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[2],
+        "workdir: adjust: annotations wasmgate.io/working-dir"
+    );
+
+    // The 0.2.0 hook decides on the new field.
+    let denied = create(&mut rt, &pod, container_config("tmp", "/tmp", false))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("workdir") && denied.message().contains("\"/tmp\""),
+        "{denied:?}"
+    );
+    let seen = pre_decisions(&trace);
+    assert!(seen[2].starts_with("workdir: deny"), "{seen:?}");
+
+    // The 0.1.0 policy hook still decides on what it sees.
+    let denied = create(&mut rt, &pod, container_config("root", "/app", true))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("policy"), "{denied:?}");
+    let seen = pre_decisions(&trace);
+    assert_eq!(seen.len(), 1, "the chain stops at the deny: {seen:?}");
+
+    // No working dir: the 0.2.0 hook allows unchanged, the 0.1.0 one still adjusts.
+    let cid = create(&mut rt, &pod, container_config("plain", "", false))
+        .await
+        .unwrap();
+    let ann = annotations(&mut rt, &cid).await;
+    assert!(!ann.contains_key("wasmgate.io/working-dir"), "{ann:?}");
+    assert_eq!(
+        ann.get("wasmgate.io/node").map(String::as_str),
+        Some("node-7"),
+        "{ann:?}"
+    );
+    let seen = pre_decisions(&trace);
+    assert_eq!(seen[2], "workdir: allow", "{seen:?}");
+}
+
+/// Which version adjusted the containers one client created.
+#[derive(Default)]
+struct Seen {
+    by_v0_1: AtomicU64,
+    by_v0_2: AtomicU64,
+}
+
+/// One client's loop: create a container with a working dir, check that the hook (of whichever
+/// version) adjusted it, remove it.
+async fn churn(
+    socket: PathBuf,
+    pod: String,
+    w: usize,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    seen: Arc<Seen>,
+) -> Vec<String> {
+    let (mut rt, _) = clients(&socket).await;
+    let mut failures = Vec::new();
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let name = format!("w{w}-{i}");
+        let cid = match create(&mut rt, &pod, container_config(&name, "/srv/x", false)).await {
+            Ok(cid) => cid,
+            Err(e) => {
+                failures.push(format!("client {w} CreateContainer {name}: {e:?}"));
+                continue;
+            }
+        };
+        let listed = rt
+            .list_containers(pb::ListContainersRequest {
+                filter: Some(pb::ContainerFilter {
+                    id: cid.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await;
+        match listed.as_ref().map(|r| r.get_ref().containers.as_slice()) {
+            Ok([c]) if c.annotations.get("wasmgate.io/node") == Some(&"swap".to_string()) => {
+                seen.by_v0_1.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok([c])
+                if c.annotations.get("wasmgate.io/working-dir") == Some(&"/srv/x".to_string()) =>
+            {
+                seen.by_v0_2.fetch_add(1, Ordering::Relaxed);
+            }
+            other => failures.push(format!("client {w} {name} not adjusted: {other:?}")),
+        }
+        if let Err(e) = rt
+            .remove_container(pb::RemoveContainerRequest {
+                container_id: cid.clone(),
+            })
+            .await
+        {
+            failures.push(format!("client {w} RemoveContainer {name}: {e:?}"));
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    failures
+}
+
+async fn wait_for_iterations(done: &[Arc<AtomicU64>], more: u64, what: &str) {
+    let before: Vec<u64> = done.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done
+        .iter()
+        .zip(&before)
+        .all(|(n, b)| n.load(Ordering::Relaxed) >= b + more)
+    {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Renames `bytes` over `wasm` and reloads `name`; returns its new `plugin list` entry.
+fn swap_in(d: &Daemon, wasm: &Path, name: &str, bytes: &[u8]) -> serde_json::Value {
+    let tmp = wasm.with_extension("wasm.tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, wasm).unwrap();
+    let reloaded =
+        tokio::task::block_in_place(|| d.plugin_cmd(&["reload", name])).expect("admin reload");
+    assert_eq!(reloaded[0]["sha256"], sha256(bytes).as_str(), "{reloaded}");
+    tokio::task::block_in_place(|| d.listed(name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_swapped_to_a_newer_wit_version_and_back_loses_no_call() {
+    let old = std::fs::read(plugin("hook-inject")).unwrap();
+    let new = std::fs::read(plugin("hook-workdir")).unwrap();
+    let dir = std::env::temp_dir().join(wasmgate_tests::unique("wasmgate-wit-swap-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("hook.wasm");
+    std::fs::write(&wasm, &old).unwrap();
+    // Both builds read their own keys from one config: inject's `value`, workdir's prefixes.
+    let d = Daemon::start_proxy(
+        "builtin",
+        &[(
+            "hook",
+            wasm.clone(),
+            "config = { value = \"swap\", allowed-prefixes = \"/srv\" }",
+        )],
+    );
+    let first = d.listed("hook");
+    assert_eq!(first["world"], V0_1, "{first}");
+    let (mut rt, mut im) = clients(&d.cri_socket()).await;
+    let pod = pod_with_image(&mut rt, &mut im, "swap").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let done: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            tokio::spawn(churn(
+                d.cri_socket(),
+                pod.clone(),
+                w,
+                stop.clone(),
+                done[w].clone(),
+                seen.clone(),
+            ))
+        })
+        .collect();
+    wait_for_iterations(&done, 3, "calls on 0.1.0").await;
+
+    let up = swap_in(&d, &wasm, "hook", &new);
+    assert_eq!(up["world"], V0_2, "{up}");
+    wait_for_iterations(&done, 3, "calls on 0.2.0").await;
+
+    let back = swap_in(&d, &wasm, "hook", &old);
+    assert_eq!(back["world"], V0_1, "{back}");
+    assert!(
+        back["generation"].as_u64() > up["generation"].as_u64(),
+        "{back}"
+    );
+    wait_for_iterations(&done, 3, "calls on 0.1.0 again").await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for w in workers {
+        failures.extend(w.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed calls: {failures:#?}",
+        failures.len()
+    );
+    let (v1, v2) = (
+        seen.by_v0_1.load(Ordering::Relaxed),
+        seen.by_v0_2.load(Ordering::Relaxed),
+    );
+    assert!(
+        v1 >= 8 && v2 >= 4,
+        "containers adjusted by 0.1.0: {v1}, by 0.2.0: {v2}"
+    );
+    println!("{v1} calls on 0.1.0, {v2} on 0.2.0, none failed, across two swaps");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
