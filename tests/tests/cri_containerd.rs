@@ -13,7 +13,7 @@ use wasmgate_tests::containerd::{
     BUSYBOX_IMAGE, CriNode, PAUSE_IMAGE, container_config, image_spec, no_host_veths, pb,
     pod_config,
 };
-use wasmgate_tests::{PluginEntry, plugin};
+use wasmgate_tests::{PluginEntry, cri, plugin};
 
 /// Polls an async condition for up to `secs`.
 async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
@@ -34,39 +34,12 @@ where
 }
 
 /// The pod's IP as containerd reports it (from the CNI result).
-async fn pod_ip(
-    rt: &mut pb::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    id: &str,
-) -> String {
-    rt.pod_sandbox_status(pb::PodSandboxStatusRequest {
-        pod_sandbox_id: id.to_string(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
-    .network
-    .unwrap_or_default()
-    .ip
+async fn pod_ip(rt: &mut cri::Rt, id: &str) -> String {
+    cri::pod_status(rt, id).await.network.unwrap_or_default().ip
 }
 
-async fn container_state(
-    rt: &mut pb::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    id: &str,
-) -> pb::ContainerState {
-    let s = rt
-        .container_status(pb::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
-    s.state()
+async fn container_state(rt: &mut cri::Rt, id: &str) -> pb::ContainerState {
+    cri::container_status(rt, id).await.state()
 }
 
 /// The whole lifecycle of a pod and a container, as kubelet drives it, through the `inject`
@@ -182,16 +155,7 @@ async fn pod_lifecycle_through_the_proxy_with_real_containerd() {
         decisions.contains(&("policy", "pre", "allow")),
         "{decisions:?}"
     );
-    let status = rt
-        .container_status(pb::ContainerStatusRequest {
-            container_id: ctr.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = cri::container_status(&mut rt, &ctr).await;
     assert_eq!(status.state(), pb::ContainerState::ContainerCreated);
     assert_eq!(
         status
@@ -285,13 +249,7 @@ async fn pod_lifecycle_through_the_proxy_with_real_containerd() {
         !record.ok && record.upstream_us.is_none(),
         "containerd was called: {record:?}"
     );
-    let count = rt
-        .list_containers(pb::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .len();
+    let count = cri::containers(&mut rt).await.len();
     assert_eq!(count, 1, "the denied container exists");
 
     // A second pod while the first holds the pool's only address: CNI ADD fails, and so does
@@ -341,16 +299,7 @@ async fn pod_lifecycle_through_the_proxy_with_real_containerd() {
     })
     .await
     .unwrap_or_else(|e| panic!("StopPodSandbox: {e:?}{}", ctx()));
-    let status = rt
-        .pod_sandbox_status(pb::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = cri::pod_status(&mut rt, &pod).await;
     assert_eq!(status.state(), pb::PodSandboxState::SandboxNotready);
     let del = node.wait_call("of the pod's CNI DEL", |c| {
         c.interface == "cni" && c.method == "DEL" && c.container_id == pod
@@ -373,16 +322,7 @@ async fn pod_lifecycle_through_the_proxy_with_real_containerd() {
         .into_inner()
         .pod_sandbox_id;
     assert_eq!(pod_ip(&mut rt, &second).await, "10.240.7.2");
-    rt.stop_pod_sandbox(pb::StopPodSandboxRequest {
-        pod_sandbox_id: second.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-        pod_sandbox_id: second,
-    })
-    .await
-    .unwrap();
+    cri::stop_and_remove_pod(&mut rt, &second).await;
 
     // (8) RemovePodSandbox.
     rt.remove_pod_sandbox(pb::RemovePodSandboxRequest {
@@ -398,12 +338,7 @@ async fn pod_lifecycle_through_the_proxy_with_real_containerd() {
         .await
         .expect_err("the pod was removed");
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
-    let pods = rt
-        .list_pod_sandbox(pb::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = cri::pods(&mut rt).await;
     assert!(pods.is_empty(), "{pods:?}");
     assert!(no_host_veths(&node.daemon.node));
     eprintln!("whole test took {:?}", started.elapsed());
@@ -501,16 +436,7 @@ async fn stuck_hooks_fail_open_or_closed_in_front_of_containerd() {
     rt.remove_container(pb::RemoveContainerRequest { container_id: ctr })
         .await
         .unwrap();
-    rt.stop_pod_sandbox(pb::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    cri::stop_and_remove_pod(&mut rt, &pod).await;
     let mut node = node;
     assert!(node.daemon.alive(), "{}", node.context());
 }

@@ -6,98 +6,46 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Status};
-use wasmgate_daemon::admin::{TraceFilter, follow_trace};
-use wasmgate_daemon::trace::{CallRecord, TraceLine};
+use wasmgate_daemon::admin::TraceFilter;
+use wasmgate_daemon::trace::CallRecord;
 use wasmgate_proto::cri::v1 as pb;
-use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
-use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
+use wasmgate_tests::cri::{self, Im, Rt, builtin_socket, follow, next_record, record_of};
 use wasmgate_tests::{Daemon, plugin, sha256, unique, with_custom_section};
-
-type Rt = RuntimeServiceClient<tonic::transport::Channel>;
-type Im = ImageServiceClient<tonic::transport::Channel>;
 
 /// Clients on `socket` that send and take messages far larger than any CRI limit, so that the
 /// server's limits are what is tested.
 async fn clients(socket: &Path) -> (Rt, Im) {
-    let ch = wasmgate_proto::unix_channel(socket).await.unwrap();
+    let (rt, im) = cri::clients(socket).await;
     (
-        RuntimeServiceClient::new(ch.clone())
-            .max_decoding_message_size(64 << 20)
+        rt.max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20),
-        ImageServiceClient::new(ch),
+        im,
     )
 }
 
-/// The builtin runtime's own socket, behind the proxy.
-fn builtin_socket(d: &Daemon) -> PathBuf {
-    d.dir.join("state/cri-builtin.sock")
-}
-
-fn pod_config(name: &str) -> pb::PodSandboxConfig {
-    pb::PodSandboxConfig {
-        metadata: Some(pb::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str) -> pb::ContainerConfig {
-    pb::ContainerConfig {
-        metadata: Some(pb::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(pb::ImageSpec {
-            image: "busybox".into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
-        ..Default::default()
-    }
-}
-
+/// CreateContainer of container `name` in `pod`.
 fn create_request(pod: &str, name: &str) -> pb::CreateContainerRequest {
-    pb::CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(container_config(name)),
-        sandbox_config: Some(pod_config("p")),
-    }
+    cri::create_request(
+        pod,
+        cri::pod_config("p", "default"),
+        cri::container_config(name),
+    )
 }
 
+/// [`create_request`] sent: the new container's id, or the refusal.
+async fn create(rt: &mut Rt, pod: &str, name: &str) -> Result<String, Status> {
+    rt.create_container(create_request(pod, name))
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+/// RunPodSandbox of pod `name`: its id, or the refusal.
 async fn run_pod(rt: &mut Rt, name: &str) -> Result<String, Status> {
-    rt.run_pod_sandbox(pb::RunPodSandboxRequest {
-        config: Some(pod_config(name)),
-        runtime_handler: String::new(),
-    })
-    .await
-    .map(|r| r.into_inner().pod_sandbox_id)
-}
-
-async fn pull(im: &mut Im, image: &str) {
-    im.pull_image(pb::PullImageRequest {
-        image: Some(pb::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
-
-/// A pod with busybox pulled, through `rt`/`im`.
-async fn pod_with_image(rt: &mut Rt, im: &mut Im, name: &str) -> String {
-    pull(im, "busybox").await;
-    run_pod(rt, name).await.unwrap()
+    cri::try_run_pod(rt, name, "default").await
 }
 
 /// The daemon answers and is still the same process.
@@ -105,32 +53,6 @@ async fn still_serving(d: &mut Daemon, rt: &mut Rt) {
     assert!(d.alive(), "the daemon died: {}", d.log());
     let v = rt.version(pb::VersionRequest::default()).await.unwrap();
     assert_eq!(v.into_inner().runtime_name, "wasmgate-builtin");
-}
-
-/// Follows the daemon's trace with `filter` on a thread of its own; returns once subscribed.
-fn follow(d: &Daemon, filter: TraceFilter) -> mpsc::Receiver<CallRecord> {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let socket = d.admin_socket();
-    std::thread::spawn(move || {
-        let _ = follow_trace(&socket, filter, |line| match line {
-            TraceLine::Subscribed => {
-                let _ = ready_tx.send(());
-                true
-            }
-            TraceLine::Call(c) => tx.send(*c).is_ok(),
-            TraceLine::Dropped { count } => panic!("trace follower lost {count} records"),
-        });
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("trace subscription within 5 s");
-    rx
-}
-
-fn next_record(rx: &mpsc::Receiver<CallRecord>) -> CallRecord {
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("a trace record within 5 s")
 }
 
 fn misbehave(mode: &str, events: &str, extra: &str) -> String {
@@ -160,15 +82,12 @@ async fn failing_fail_closed_hooks_fail_the_call_naming_the_hook() {
         ],
     );
     let (mut rt, mut im) = clients(&d.cri_socket()).await;
-    let pod = pod_with_image(&mut rt, &mut im, "closed").await;
+    let pod = cri::pod_with_busybox(&mut rt, &mut im, "closed").await;
 
     // A spinning hook is cut off at its deadline; the call fails soon after, naming it.
     for attempt in 0..2 {
         let started = Instant::now();
-        let err = rt
-            .create_container(create_request(&pod, "c"))
-            .await
-            .unwrap_err();
+        let err = create(&mut rt, &pod, "c").await.unwrap_err();
         let took = started.elapsed();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
         assert!(
@@ -183,12 +102,7 @@ async fn failing_fail_closed_hooks_fail_the_call_naming_the_hook() {
 
     // The other hooks need a container: made behind the proxy's back, on the runtime itself.
     let (mut direct, _) = clients(&builtin_socket(&d)).await;
-    let cid = direct
-        .create_container(create_request(&pod, "c"))
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let cid = create(&mut direct, &pod, "c").await.unwrap();
 
     // A trapping hook: INTERNAL, with the guest's panic message.
     let err = rt
@@ -204,29 +118,12 @@ async fn failing_fail_closed_hooks_fail_the_call_naming_the_hook() {
         "{err:?}"
     );
     // ... and the runtime never saw the call.
-    let state = direct
-        .container_status(pb::ContainerStatusRequest {
-            container_id: cid.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .state;
+    let state = cri::container_status(&mut direct, &cid).await.state;
     assert_eq!(state, pb::ContainerState::ContainerCreated as i32);
 
     // A hook that allocates without bound meets its 16 MiB and fails alone.
     let err = rt
-        .update_container_resources(pb::UpdateContainerResourcesRequest {
-            container_id: cid.clone(),
-            linux: Some(pb::LinuxContainerResources {
-                cpu_shares: 2,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .update_container_resources(cri::cpu_shares(&cid, 2))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Internal, "{err:?}");
@@ -242,12 +139,7 @@ async fn failing_fail_closed_hooks_fail_the_call_naming_the_hook() {
     })
     .await
     .unwrap();
-    let listed = rt
-        .list_containers(pb::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = cri::containers(&mut rt).await;
     assert_eq!(listed.len(), 1);
     let stats = wasmgate_daemon::admin::stats(&d.admin_socket()).unwrap();
     assert_eq!(stats["cri.CreateContainer"].errors, 2);
@@ -275,23 +167,11 @@ async fn failing_fail_open_hooks_are_skipped_and_traced() {
         ],
     );
     let (mut rt, mut im) = clients(&d.cri_socket()).await;
-    let pod = pod_with_image(&mut rt, &mut im, "open").await;
-    let trace = follow(
-        &d,
-        TraceFilter {
-            interface: Some("cri".into()),
-            method: Some("CreateContainer".into()),
-            ..Default::default()
-        },
-    );
+    let pod = cri::pod_with_busybox(&mut rt, &mut im, "open").await;
+    let trace = follow(&d, cri::cri_calls(Some("CreateContainer")));
 
     let started = Instant::now();
-    let cid = rt
-        .create_container(create_request(&pod, "c"))
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let cid = create(&mut rt, &pod, "c").await.unwrap();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "the call took {took:?}");
 
@@ -299,12 +179,8 @@ async fn failing_fail_open_hooks_are_skipped_and_traced() {
     let rec = next_record(&trace);
     assert!(rec.ok, "{rec:?}");
     let pre = |hook: &str| {
-        rec.hooks
-            .iter()
-            .find(|h| h.hook == hook && h.phase == "pre")
+        cri::decision(&rec, hook, "pre")
             .unwrap_or_else(|| panic!("no pre decision of {hook}: {rec:?}"))
-            .decision
-            .clone()
     };
     for (hook, why) in [
         ("spin", "deadline"),
@@ -319,33 +195,13 @@ async fn failing_fail_open_hooks_are_skipped_and_traced() {
     }
     assert!(pre("inject").starts_with("adjust:"), "{rec:?}");
     assert!(rec.upstream_us.is_some(), "{rec:?}");
-    rt.start_container(pb::StartContainerRequest {
-        container_id: cid.clone(),
-    })
-    .await
-    .unwrap();
-    let env = rt
-        .exec_sync(pb::ExecSyncRequest {
-            container_id: cid.clone(),
-            cmd: vec!["env".into()],
-            timeout: 5,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    cri::start(&mut rt, &cid).await;
+    let env = cri::exec(&mut rt, &cid, &["env"]).await;
     let env = String::from_utf8_lossy(&env.stdout);
     assert!(env.contains("WASMGATE_NODE=open-node"), "{env}");
 
     // Every hooked call goes on the same way.
-    rt.stop_container(pb::StopContainerRequest {
-        container_id: cid.clone(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
-    rt.remove_container(pb::RemoveContainerRequest { container_id: cid })
-        .await
-        .unwrap();
+    cri::stop_and_remove_container(&mut rt, &cid).await;
     rt.stop_pod_sandbox(pb::StopPodSandboxRequest {
         pod_sandbox_id: pod,
     })
@@ -383,14 +239,11 @@ async fn a_hook_stuck_in_a_host_call_meets_the_chains_backstop() {
         ],
     );
     let (mut rt, mut im) = clients(&d.cri_socket()).await;
-    let pod = pod_with_image(&mut rt, &mut im, "nap").await;
+    let pod = cri::pod_with_busybox(&mut rt, &mut im, "nap").await;
     let trace = follow(&d, TraceFilter::default());
 
     let started = Instant::now();
-    let err = rt
-        .create_container(create_request(&pod, "c"))
-        .await
-        .unwrap_err();
+    let err = create(&mut rt, &pod, "c").await.unwrap_err();
     let took = started.elapsed();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(
@@ -398,9 +251,7 @@ async fn a_hook_stuck_in_a_host_call_meets_the_chains_backstop() {
         "{err:?}"
     );
     assert!(took < Duration::from_secs(3), "the call took {took:?}");
-    let rec = std::iter::repeat_with(|| next_record(&trace))
-        .find(|r| r.method == "CreateContainer")
-        .unwrap();
+    let rec = record_of(&trace, "CreateContainer");
     let decisions: Vec<_> = rec
         .hooks
         .iter()
@@ -417,22 +268,11 @@ async fn a_hook_stuck_in_a_host_call_meets_the_chains_backstop() {
 
     // Fail-open: the call goes on without the sleeper, past the backstop.
     let (mut direct, _) = clients(&builtin_socket(&d)).await;
-    let cid = direct
-        .create_container(create_request(&pod, "c"))
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let cid = create(&mut direct, &pod, "c").await.unwrap();
     let started = Instant::now();
-    rt.start_container(pb::StartContainerRequest {
-        container_id: cid.clone(),
-    })
-    .await
-    .unwrap();
+    cri::start(&mut rt, &cid).await;
     assert!(started.elapsed() < Duration::from_secs(3));
-    let rec = std::iter::repeat_with(|| next_record(&trace))
-        .find(|r| r.method == "StartContainer")
-        .unwrap();
+    let rec = record_of(&trace, "StartContainer");
     let nap = rec.hooks.iter().find(|h| h.hook == "nap-open").unwrap();
     assert!(nap.decision.starts_with("skipped (fail-open)"), "{rec:?}");
     still_serving(&mut d, &mut rt).await;
@@ -457,11 +297,8 @@ async fn two_hooks_changing_one_field_conflict_naming_both() {
         ],
     );
     let (mut rt, mut im) = clients(&d.cri_socket()).await;
-    let pod = pod_with_image(&mut rt, &mut im, "conflict").await;
-    let err = rt
-        .create_container(create_request(&pod, "c"))
-        .await
-        .unwrap_err();
+    let pod = cri::pod_with_busybox(&mut rt, &mut im, "conflict").await;
+    let err = create(&mut rt, &pod, "c").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message().contains("inject-a")
@@ -470,12 +307,7 @@ async fn two_hooks_changing_one_field_conflict_naming_both() {
         "{err:?}"
     );
     // Nothing reached the runtime.
-    let listed = rt
-        .list_containers(pb::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = cri::containers(&mut rt).await;
     assert!(listed.is_empty(), "{listed:?}");
     still_serving(&mut d, &mut rt).await;
 }
@@ -510,7 +342,7 @@ async fn upstream_down_and_back_is_unavailable_then_recovers() {
 
     // Through B to A's builtin runtime: raw and hooked calls alike.
     still_serving(&mut b, &mut rt).await;
-    pod_with_image(&mut rt, &mut im, "before").await;
+    cri::pod_with_busybox(&mut rt, &mut im, "before").await;
     let lister = rt.clone();
     let list = || {
         let mut rt = lister.clone();
@@ -624,7 +456,7 @@ async fn malformed_and_oversized_requests_fail_cleanly() {
     );
     let socket = d.cri_socket();
     let (mut rt, mut im) = clients(&socket).await;
-    let pod = pod_with_image(&mut rt, &mut im, "bad").await;
+    let pod = cri::pod_with_busybox(&mut rt, &mut im, "bad").await;
 
     // Not HTTP/2 at all; an HTTP/2 preface and then nonsense frames.
     garbage(
@@ -707,11 +539,7 @@ async fn malformed_and_oversized_requests_fail_cleanly() {
         .unwrap()
         .into_inner()
         .container_id;
-    rt.start_container(pb::StartContainerRequest {
-        container_id: large.clone(),
-    })
-    .await
-    .unwrap();
+    cri::start(&mut rt, &large).await;
     let echoed = rt
         .exec_sync(pb::ExecSyncRequest {
             container_id: large,
@@ -725,12 +553,7 @@ async fn malformed_and_oversized_requests_fail_cleanly() {
 
     // None of it hurt: the same connection and new ones work, hooks included.
     still_serving(&mut d, &mut rt).await;
-    let cid = rt
-        .create_container(create_request(&pod, "c"))
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let cid = create(&mut rt, &pod, "c").await.unwrap();
     assert_eq!(cid.len(), 64);
     let (mut fresh, _) = clients(&socket).await;
     still_serving(&mut d, &mut fresh).await;
@@ -814,7 +637,7 @@ async fn hook_swap_under_load_loses_no_call() {
     let v1 = d.listed("inject");
     assert_eq!(v1["sha256"], sha256(&original));
     let (mut rt, mut im) = clients(&d.cri_socket()).await;
-    let pod = pod_with_image(&mut rt, &mut im, "swap").await;
+    let pod = cri::pod_with_busybox(&mut rt, &mut im, "swap").await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let done: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::new(AtomicU64::new(0))).collect();
@@ -883,40 +706,21 @@ async fn trace_filter_shows_only_the_method_asked_for() {
         )],
     );
     let (mut rt, mut im) = clients(&d.cri_socket()).await;
-    let trace = follow(
-        &d,
-        TraceFilter {
-            interface: Some("cri".into()),
-            method: Some("CreateContainer".into()),
-            ..Default::default()
-        },
-    );
+    let trace = follow(&d, cri::cri_calls(Some("CreateContainer")));
 
     // Calls of many kinds; three CreateContainer among them, one of which the runtime refuses.
-    let pod = pod_with_image(&mut rt, &mut im, "traced").await;
+    let pod = cri::pod_with_busybox(&mut rt, &mut im, "traced").await;
     rt.version(pb::VersionRequest::default()).await.unwrap();
     let mut ids = Vec::new();
     for name in ["c1", "c2"] {
-        let cid = rt
-            .create_container(create_request(&pod, name))
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        rt.start_container(pb::StartContainerRequest {
-            container_id: cid.clone(),
-        })
-        .await
-        .unwrap();
+        let cid = create(&mut rt, &pod, name).await.unwrap();
+        cri::start(&mut rt, &cid).await;
         ids.push(cid);
     }
     rt.list_containers(pb::ListContainersRequest::default())
         .await
         .unwrap();
-    let dup = rt
-        .create_container(create_request(&pod, "c1"))
-        .await
-        .unwrap_err();
+    let dup = create(&mut rt, &pod, "c1").await.unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
     rt.stop_pod_sandbox(pb::StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),

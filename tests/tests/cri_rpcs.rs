@@ -15,12 +15,8 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Status};
 use tonic_prost::prost::Message;
 use wasmgate_proto::cri::v1 as pb;
-use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
-use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
+use wasmgate_tests::cri::{self, image};
 use wasmgate_tests::{Daemon, plugin};
-
-type Rt = RuntimeServiceClient<tonic::transport::Channel>;
-type Im = ImageServiceClient<tonic::transport::Channel>;
 
 /// Every RPC of `runtime.v1` this test calls; checked against the compiled schema, so a new or
 /// renamed RPC fails the test until it is covered here.
@@ -214,56 +210,30 @@ fn timeless<T>(r: Result<T, Status>, zero: impl FnOnce(&mut T)) -> Result<T, Sta
     })
 }
 
+/// A pod in `default` with every field the status RPCs report back filled in, so that the
+/// proxy's answer is compared on all of them.
 fn pod_config(name: &str) -> pb::PodSandboxConfig {
     pb::PodSandboxConfig {
-        metadata: Some(pb::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
         hostname: name.into(),
         log_directory: "/var/log/pods/x".into(),
         labels: [("app".to_string(), name.to_string())].into(),
         annotations: [("note".to_string(), "rpc-test".to_string())].into(),
-        ..Default::default()
+        ..cri::pod_config(name, "default")
     }
 }
 
+/// A busybox container with env, a log path and labels, for the same reason.
 fn container_config(name: &str) -> pb::ContainerConfig {
     pb::ContainerConfig {
-        metadata: Some(pb::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(pb::ImageSpec {
-            image: "busybox".into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
-        envs: vec![pb::KeyValue {
-            key: "GREETING".into(),
-            value: b"hello".to_vec(),
-        }],
+        envs: cri::envs(&[("GREETING", "hello")]),
         log_path: format!("{name}/0.log"),
         labels: [("tier".to_string(), "web".to_string())].into(),
-        ..Default::default()
+        ..cri::container_config(name)
     }
 }
 
 fn create_request(pod: &str, pod_name: &str, name: &str) -> pb::CreateContainerRequest {
-    pb::CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(container_config(name)),
-        sandbox_config: Some(pod_config(pod_name)),
-    }
-}
-
-fn image(name: &str) -> Option<pb::ImageSpec> {
-    Some(pb::ImageSpec {
-        image: name.into(),
-        ..Default::default()
-    })
+    cri::create_request(pod, pod_config(pod_name), container_config(name))
 }
 
 /// Reads events until one for `id` of `kind`, within 5 s; returns the first event read and that
@@ -309,20 +279,8 @@ async fn every_rpc_through_the_proxy_answers_as_the_runtime_does() {
             "config = { value = \"rpc-node\" }",
         )],
     );
-    let proxy = wasmgate_proto::unix_channel(daemon.cri_socket())
-        .await
-        .unwrap();
-    let direct = wasmgate_proto::unix_channel(daemon.dir.join("state/cri-builtin.sock"))
-        .await
-        .unwrap();
-    let (mut prt, mut pim): (Rt, Im) = (
-        RuntimeServiceClient::new(proxy.clone()),
-        ImageServiceClient::new(proxy),
-    );
-    let (mut drt, mut dim): (Rt, Im) = (
-        RuntimeServiceClient::new(direct.clone()),
-        ImageServiceClient::new(direct),
-    );
+    let (mut prt, mut pim) = cri::clients(daemon.cri_socket()).await;
+    let (mut drt, mut dim) = cri::clients(cri::builtin_socket(&daemon)).await;
     let mut checked: BTreeSet<&str> = BTreeSet::new();
 
     // ---- runtime-wide -------------------------------------------------------------------

@@ -19,18 +19,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::mpsc;
-use std::time::Duration;
 
 use serde_json::Value;
 use tonic::Code;
-use wasmgate_daemon::admin::{TraceFilter, follow_trace};
-use wasmgate_daemon::trace::{CallRecord, TraceLine};
+use wasmgate_daemon::trace::CallRecord;
 use wasmgate_engine::bindings::cri_types as wit;
 use wasmgate_engine::{EngineConfig, PluginSpec, Registry, WasmEngine, World};
 use wasmgate_proto::cri::v1 as pb;
-use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
-use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
+use wasmgate_tests::cri::{self, Im, Rt, clients, record_of};
 use wasmgate_tests::{Daemon, repo, unique};
 
 /// Instantiates every behaviour test below for each implementation of the hook.
@@ -78,17 +74,6 @@ implementations! {
 
 // ---- CRI through a daemon ------------------------------------------------------------------
 
-type Rt = RuntimeServiceClient<tonic::transport::Channel>;
-type Im = ImageServiceClient<tonic::transport::Channel>;
-
-async fn clients(d: &Daemon) -> (Rt, Im) {
-    let ch = wasmgate_proto::unix_channel(d.cri_socket()).await.unwrap();
-    (
-        RuntimeServiceClient::new(ch.clone()),
-        ImageServiceClient::new(ch),
-    )
-}
-
 /// A daemon with the hook as `inject`, its `[plugins.inject]` config being `config`.
 fn daemon(wasm: PathBuf, config: &str) -> Daemon {
     Daemon::start_proxy("builtin", &[("inject", wasm, &config_line(config))])
@@ -109,59 +94,22 @@ fn reconfigure(d: &mut Daemon, from: &str, to: &str) {
     d.spawn();
 }
 
-fn pod_config(name: &str) -> pb::PodSandboxConfig {
-    pb::PodSandboxConfig {
-        metadata: Some(pb::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        ..Default::default()
-    }
+/// The pod config the hook is handed with every CreateContainer.
+fn pod_config() -> pb::PodSandboxConfig {
+    cri::pod_config("p", "default")
 }
 
+/// Container `name`, with `env` of its own.
 fn container_config(name: &str, env: &[(&str, &str)]) -> pb::ContainerConfig {
     pb::ContainerConfig {
-        metadata: Some(pb::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(pb::ImageSpec {
-            image: "busybox".into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
-        envs: env
-            .iter()
-            .map(|(k, v)| pb::KeyValue {
-                key: k.to_string(),
-                value: v.as_bytes().to_vec(),
-            })
-            .collect(),
-        ..Default::default()
+        envs: cri::envs(env),
+        ..cri::container_config(name)
     }
 }
 
 /// A new pod (with busybox pulled) to create containers in.
 async fn new_pod(rt: &mut Rt, im: &mut Im) -> String {
-    im.pull_image(pb::PullImageRequest {
-        image: Some(pb::ImageSpec {
-            image: "busybox".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    rt.run_pod_sandbox(pb::RunPodSandboxRequest {
-        config: Some(pod_config(&unique("pod"))),
-        runtime_handler: String::new(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .pod_sandbox_id
+    cri::pod_with_busybox(rt, im, &unique("pod")).await
 }
 
 /// A container as the runtime reports it after it was created through the hook.
@@ -208,20 +156,8 @@ async fn create(
     name: &str,
     env: &[(&str, &str)],
 ) -> Result<Created, tonic::Status> {
-    let cid = rt
-        .create_container(pb::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(container_config(name, env)),
-            sandbox_config: Some(pod_config("p")),
-        })
-        .await?
-        .into_inner()
-        .container_id;
-    rt.start_container(pb::StartContainerRequest {
-        container_id: cid.clone(),
-    })
-    .await
-    .unwrap();
+    let cid = cri::create(rt, pod, pod_config(), container_config(name, env)).await?;
+    cri::start(rt, &cid).await;
     let status = rt
         .container_status(pb::ContainerStatusRequest {
             container_id: cid.clone(),
@@ -242,15 +178,7 @@ async fn create(
             )
         })
         .collect();
-    let exec = rt
-        .exec_sync(pb::ExecSyncRequest {
-            container_id: cid.clone(),
-            cmd: vec!["env".into()],
-            timeout: 5,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let exec = cri::exec(rt, &cid, &["env"]).await;
     assert_eq!(exec.exit_code, 0);
     let exec_env = String::from_utf8_lossy(&exec.stdout)
         .lines()
@@ -264,55 +192,15 @@ async fn create(
     })
 }
 
-/// Follows the daemon's CRI trace on a thread of its own; returns once subscribed.
-fn follow(d: &Daemon) -> mpsc::Receiver<CallRecord> {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let socket = d.admin_socket();
-    let filter = TraceFilter {
-        interface: Some("cri".into()),
-        ..Default::default()
-    };
-    std::thread::spawn(move || {
-        let _ = follow_trace(&socket, filter, |line| match line {
-            TraceLine::Subscribed => {
-                let _ = ready_tx.send(());
-                true
-            }
-            TraceLine::Call(c) => tx.send(*c).is_ok(),
-            TraceLine::Dropped { count } => panic!("trace follower lost {count} records"),
-        });
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("trace subscription within 5 s");
-    rx
-}
-
-/// The next trace record of `method`, skipping others.
-fn record_of(rx: &mpsc::Receiver<CallRecord>, method: &str) -> CallRecord {
-    loop {
-        let rec = rx
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| panic!("no {method} trace record within 5 s"));
-        if rec.method == method {
-            return rec;
-        }
-    }
-}
-
 /// What the `inject` hook decided in `phase` of a traced call.
-fn decision(rec: &CallRecord, phase: &str) -> Option<String> {
-    rec.hooks
-        .iter()
-        .find(|h| h.hook == "inject" && h.phase == phase)
-        .map(|h| h.decision.clone())
+fn decision<'a>(rec: &'a CallRecord, phase: &str) -> Option<&'a str> {
+    cri::decision(rec, "inject", phase)
 }
 
 async fn create_container_gets_the_env_and_the_annotation(wasm: PathBuf) {
     let d = daemon(wasm, r#"node-name = "worker-1""#);
-    let trace = follow(&d);
-    let (mut rt, mut im) = clients(&d).await;
+    let trace = cri::follow(&d, cri::cri_calls(None));
+    let (mut rt, mut im) = clients(d.cri_socket()).await;
     let pod = new_pod(&mut rt, &mut im).await;
 
     let c = create(&mut rt, &pod, "app", &[("DEMO", "1")])
@@ -325,11 +213,11 @@ async fn create_container_gets_the_env_and_the_annotation(wasm: PathBuf) {
     let rec = record_of(&trace, "CreateContainer");
     assert!(rec.ok, "{rec:?}");
     assert_eq!(
-        decision(&rec, "pre").as_deref(),
+        decision(&rec, "pre"),
         Some("adjust: annotations wasmgate.io/node; env WASMGATE_NODE"),
         "{rec:?}"
     );
-    assert_eq!(decision(&rec, "post").as_deref(), Some("ok"), "{rec:?}");
+    assert_eq!(decision(&rec, "post"), Some("ok"), "{rec:?}");
 
     // Set or replace: a container that brings its own WASMGATE_NODE gets the node's.
     let c = create(&mut rt, &pod, "stale", &[("WASMGATE_NODE", "elsewhere")])
@@ -341,7 +229,7 @@ async fn create_container_gets_the_env_and_the_annotation(wasm: PathBuf) {
 async fn configuration_changes_are_honoured(wasm: PathBuf) {
     let first = r#"node-name = "worker-1""#;
     let mut d = daemon(wasm, first);
-    let (mut rt, mut im) = clients(&d).await;
+    let (mut rt, mut im) = clients(d.cri_socket()).await;
     let pod = new_pod(&mut rt, &mut im).await;
     let c = create(&mut rt, &pod, "c", &[]).await.unwrap();
     assert_eq!(c.env("WASMGATE_NODE").as_deref(), Some("worker-1"));
@@ -350,7 +238,7 @@ async fn configuration_changes_are_honoured(wasm: PathBuf) {
     // Other names and an explicit value, which wins over node-name and is trimmed.
     let names = r#"node-name = "worker-1", value = " zone-a ", env-name = "ZONE", annotation-key = "example.com/zone""#;
     reconfigure(&mut d, first, names);
-    let (mut rt, mut im) = clients(&d).await;
+    let (mut rt, mut im) = clients(d.cri_socket()).await;
     let pod = new_pod(&mut rt, &mut im).await;
     let c = create(&mut rt, &pod, "c", &[]).await.unwrap();
     assert_eq!(c.env("ZONE").as_deref(), Some("zone-a"));
@@ -361,7 +249,7 @@ async fn configuration_changes_are_honoured(wasm: PathBuf) {
     // An empty annotation-key switches that half off.
     let env_only = r#"node-name = "worker-2", annotation-key = """#;
     reconfigure(&mut d, names, env_only);
-    let (mut rt, mut im) = clients(&d).await;
+    let (mut rt, mut im) = clients(d.cri_socket()).await;
     let pod = new_pod(&mut rt, &mut im).await;
     let c = create(&mut rt, &pod, "c", &[]).await.unwrap();
     assert_eq!(c.env("WASMGATE_NODE").as_deref(), Some("worker-2"));
@@ -370,19 +258,19 @@ async fn configuration_changes_are_honoured(wasm: PathBuf) {
     // Both halves off: the hook allows the call unchanged.
     let neither = r#"node-name = "worker-2", env-name = "", annotation-key = """#;
     reconfigure(&mut d, env_only, neither);
-    let trace = follow(&d);
-    let (mut rt, mut im) = clients(&d).await;
+    let trace = cri::follow(&d, cri::cri_calls(None));
+    let (mut rt, mut im) = clients(d.cri_socket()).await;
     let pod = new_pod(&mut rt, &mut im).await;
     let c = create(&mut rt, &pod, "c", &[("DEMO", "1")]).await.unwrap();
     assert_eq!(c.config_env, [("DEMO".to_string(), "1".to_string())]);
     assert!(c.annotations.is_empty(), "{c:?}");
     let rec = record_of(&trace, "CreateContainer");
-    assert_eq!(decision(&rec, "pre").as_deref(), Some("allow"), "{rec:?}");
+    assert_eq!(decision(&rec, "pre"), Some("allow"), "{rec:?}");
 
     // A name the runtime could not set is denied, in the hook's words, and nothing is created.
     let bad = r#"node-name = "worker-2", env-name = "A=B""#;
     reconfigure(&mut d, neither, bad);
-    let (mut rt, mut im) = clients(&d).await;
+    let (mut rt, mut im) = clients(d.cri_socket()).await;
     let pod = new_pod(&mut rt, &mut im).await;
     let err = create(&mut rt, &pod, "c", &[]).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -390,12 +278,7 @@ async fn configuration_changes_are_honoured(wasm: PathBuf) {
         err.message(),
         r#"denied by hook inject: hook-inject: env-name "A=B" is not a valid environment variable name"#
     );
-    let listed = rt
-        .list_containers(pb::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = cri::containers(&mut rt).await;
     assert!(listed.is_empty(), "{listed:?}");
 }
 
@@ -434,62 +317,25 @@ async fn called_for_the_rust_hooks_subscriptions_only(wasm: PathBuf) {
     let expected: BTreeSet<&str> = rust.iter().map(|e| method_of(e)).collect();
 
     let d = daemon(wasm, r#"value = "v""#);
-    let trace = follow(&d);
-    let (mut rt, mut im) = clients(&d).await;
+    let trace = cri::follow(&d, cri::cri_calls(None));
+    let (mut rt, mut im) = clients(d.cri_socket()).await;
 
     // Every hookable call of a pod's life, in kubelet's order.
     let pod = new_pod(&mut rt, &mut im).await;
-    let cid = rt
-        .create_container(pb::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container_config("c", &[])),
-            sandbox_config: Some(pod_config("p")),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(pb::StartContainerRequest {
-        container_id: cid.clone(),
-    })
-    .await
-    .unwrap();
-    rt.update_container_resources(pb::UpdateContainerResourcesRequest {
-        container_id: cid.clone(),
-        linux: Some(pb::LinuxContainerResources {
-            cpu_shares: 512,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    rt.stop_container(pb::StopContainerRequest {
-        container_id: cid.clone(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
-    rt.remove_container(pb::RemoveContainerRequest { container_id: cid })
+    let cid = cri::create(&mut rt, &pod, pod_config(), container_config("c", &[]))
         .await
         .unwrap();
-    rt.stop_pod_sandbox(pb::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    cri::start(&mut rt, &cid).await;
+    rt.update_container_resources(cri::cpu_shares(&cid, 512))
+        .await
+        .unwrap();
+    cri::stop_and_remove_container(&mut rt, &cid).await;
+    cri::stop_and_remove_pod(&mut rt, &pod).await;
 
     // Which calls the hook took part in, by the trace; it runs pre and post on each.
     let mut seen = BTreeMap::new();
     loop {
-        let rec = trace
-            .recv_timeout(Duration::from_secs(5))
-            .expect("a trace record within 5 s");
+        let rec = cri::next_record(&trace);
         assert!(rec.ok, "{rec:?}");
         let phases: Vec<String> = rec
             .hooks

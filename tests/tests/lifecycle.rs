@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use wasmgate_proto::cri::v1 as cri;
-use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
 use wasmgate_proto::csi::v1 as csi;
 use wasmgate_proto::csi::v1::controller_client::ControllerClient;
-use wasmgate_tests::{Daemon, TEST_NODE, bin, eventually, plugin};
+use wasmgate_tests::{Daemon, TEST_NODE, bin, cri, eventually, plugin};
 
 /// Held while a test runs `wasmgate lifecycle` and checks what it left: each run's netns is
 /// `wg-lc-<random>`, and "no new `wg-lc-*`" only means something when one run is going at a time.
@@ -107,21 +105,10 @@ fn lifecycle_netns() -> Vec<String> {
 /// Asserts that the run left nothing behind on `d` and the machine.
 async fn assert_nothing_left(d: &Daemon, run: &Run, netns_before: &[String], tmp: &Path) {
     let ctx = run.context();
-    let ch = wasmgate_proto::unix_channel(d.cri_socket()).await.unwrap();
-    let mut rt = RuntimeServiceClient::new(ch);
-    let pods = rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let (mut rt, _) = cri::clients(d.cri_socket()).await;
+    let pods = cri::pods(&mut rt).await;
     assert!(pods.is_empty(), "pods left: {pods:?}\n{ctx}");
-    let containers = rt
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let containers = cri::containers(&mut rt).await;
     assert!(
         containers.is_empty(),
         "containers left: {containers:?}\n{ctx}"

@@ -13,15 +13,12 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use tonic::Code;
-use wasmgate_daemon::admin::{TraceFilter, follow_trace};
-use wasmgate_daemon::trace::{CallRecord, TraceLine};
 use wasmgate_proto::cri::v1 as pb;
-use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
-use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
+use wasmgate_tests::cri::{self, Rt, run_pod, secured_container};
 use wasmgate_tests::{Daemon, repo};
 
 /// Instantiates every check for each implementation, `$lang => <expression giving the .wasm>`,
@@ -64,62 +61,10 @@ fn compiling<T>(f: impl FnOnce() -> T) -> T {
 
 // ---- through the daemon ----
 
-type Rt = RuntimeServiceClient<tonic::transport::Channel>;
-
 /// The hook's config in the daemon: commas here (the CLI checks use spaces), and `CAP_`-less
 /// upper case, while the requests below spell capabilities otherwise.
 const HOOK_CONFIG: &str = "config = { allowed-namespaces = \"kube-system, monitoring\", deny-capabilities = \"SYS_ADMIN,NET_ADMIN\" }";
 const ALLOWED: &str = "(allowed: kube-system, monitoring)";
-
-fn pod_config(name: &str, namespace: &str) -> pb::PodSandboxConfig {
-    pb::PodSandboxConfig {
-        metadata: Some(pb::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: namespace.into(),
-            attempt: 0,
-        }),
-        log_directory: "/tmp".into(),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str, privileged: bool, add: &[&str]) -> pb::ContainerConfig {
-    pb::ContainerConfig {
-        metadata: Some(pb::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(pb::ImageSpec {
-            image: "busybox".into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
-        linux: Some(pb::LinuxContainerConfig {
-            security_context: Some(pb::LinuxContainerSecurityContext {
-                privileged,
-                capabilities: Some(pb::Capability {
-                    add_capabilities: add.iter().map(|c| c.to_string()).collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn run_pod(rt: &mut Rt, name: &str, namespace: &str) -> String {
-    rt.run_pod_sandbox(pb::RunPodSandboxRequest {
-        config: Some(pod_config(name, namespace)),
-        runtime_handler: String::new(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .pod_sandbox_id
-}
 
 /// CreateContainer as kubelet sends it: with the pod's config, where the namespace is.
 async fn create(
@@ -129,13 +74,8 @@ async fn create(
     c: pb::ContainerConfig,
 ) -> Result<String, tonic::Status> {
     let name = c.metadata.as_ref().unwrap().name.clone();
-    rt.create_container(pb::CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(c),
-        sandbox_config: Some(pod_config(&format!("pod-of-{name}"), namespace)),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
+    let sandbox = cri::pod_config(&format!("pod-of-{name}"), namespace);
+    cri::create(rt, pod, sandbox, c).await
 }
 
 /// Refused by the hook: PERMISSION_DENIED, naming the hook, with its reason word for word.
@@ -147,31 +87,6 @@ fn assert_denied(result: Result<String, tonic::Status>, reason: &str) {
         format!("denied by hook policy: {reason}"),
         "{status:?}"
     );
-}
-
-/// Follows the daemon's CRI trace on a thread of its own; returns once subscribed.
-fn follow(d: &Daemon) -> mpsc::Receiver<CallRecord> {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let socket = d.admin_socket();
-    let filter = TraceFilter {
-        interface: Some("cri".into()),
-        ..Default::default()
-    };
-    std::thread::spawn(move || {
-        let _ = follow_trace(&socket, filter, |line| match line {
-            TraceLine::Subscribed => {
-                let _ = ready_tx.send(());
-                true
-            }
-            TraceLine::Call(c) => tx.send(*c).is_ok(),
-            TraceLine::Dropped { count } => panic!("trace follower lost {count} records"),
-        });
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("trace subscription within 5 s");
-    rx
 }
 
 /// Every privileged and capability case, an ordinary container's whole lifecycle, and, from
@@ -187,22 +102,10 @@ async fn daemon_checks(component: PathBuf) {
         "daemon up in {up:?}; {}",
         tokio::task::block_in_place(|| d.listed("policy"))
     );
-    let trace = follow(&d);
-    let ch = wasmgate_proto::unix_channel(d.cri_socket()).await.unwrap();
-    let (mut rt, mut im) = (
-        RuntimeServiceClient::new(ch.clone()),
-        ImageServiceClient::new(ch),
-    );
+    let trace = cri::follow(&d, cri::cri_calls(None));
+    let (mut rt, mut im) = cri::clients(d.cri_socket()).await;
 
-    im.pull_image(pb::PullImageRequest {
-        image: Some(pb::ImageSpec {
-            image: "busybox".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    cri::pull(&mut im, cri::BUSYBOX).await;
     let web = run_pod(&mut rt, "web", "default").await;
     let agent = run_pod(&mut rt, "agent", "monitoring").await;
 
@@ -212,7 +115,7 @@ async fn daemon_checks(component: PathBuf) {
             &mut rt,
             &web,
             "default",
-            container_config("root", true, &[]),
+            secured_container("root", true, &[]),
         )
         .await,
         &format!("privileged containers are not allowed in namespace \"default\" {ALLOWED}"),
@@ -222,7 +125,7 @@ async fn daemon_checks(component: PathBuf) {
         &mut rt,
         &agent,
         "monitoring",
-        container_config("root", true, &[]),
+        secured_container("root", true, &[]),
     )
     .await
     .expect("a privileged container in an allow-listed namespace");
@@ -233,7 +136,7 @@ async fn daemon_checks(component: PathBuf) {
             &mut rt,
             &web,
             "default",
-            container_config("netadm", false, &["CHOWN", "cap_net_admin"]),
+            secured_container("netadm", false, &["CHOWN", "cap_net_admin"]),
         )
         .await,
         &format!("capability NET_ADMIN is not allowed in namespace \"default\" {ALLOWED}"),
@@ -243,7 +146,7 @@ async fn daemon_checks(component: PathBuf) {
         &mut rt,
         &web,
         "default",
-        container_config("chown", false, &["CHOWN"]),
+        secured_container("chown", false, &["CHOWN"]),
     )
     .await
     .expect("a container adding only CHOWN");
@@ -254,56 +157,24 @@ async fn daemon_checks(component: PathBuf) {
         &mut rt,
         &web,
         "default",
-        container_config("app", false, &[]),
+        secured_container("app", false, &[]),
     )
     .await
     .expect("an ordinary container");
-    rt.start_container(pb::StartContainerRequest {
-        container_id: app.clone(),
-    })
-    .await
-    .unwrap();
-    rt.update_container_resources(pb::UpdateContainerResourcesRequest {
-        container_id: app.clone(),
-        linux: Some(pb::LinuxContainerResources {
-            cpu_shares: 512,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    rt.stop_container(pb::StopContainerRequest {
-        container_id: app.clone(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
-    rt.remove_container(pb::RemoveContainerRequest {
-        container_id: app.clone(),
-    })
-    .await
-    .unwrap();
+    cri::start(&mut rt, &app).await;
+    rt.update_container_resources(cri::cpu_shares(&app, 512))
+        .await
+        .unwrap();
+    cri::stop_and_remove_container(&mut rt, &app).await;
     for pod in [&web, &agent] {
-        rt.stop_pod_sandbox(pb::StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
-        rt.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
+        cri::stop_and_remove_pod(&mut rt, pod).await;
     }
     // The last call, so that its record marks the end of the trace to read.
     rt.version(pb::VersionRequest::default()).await.unwrap();
 
     let mut records = Vec::new();
     loop {
-        let rec = trace
-            .recv_timeout(Duration::from_secs(5))
-            .expect("a trace record within 5 s");
+        let rec = cri::next_record(&trace);
         if rec.method == "Version" {
             break;
         }
