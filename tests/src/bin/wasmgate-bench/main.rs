@@ -29,9 +29,12 @@
 //! - **d) CRI** (`--cri` alone): the proxy with two runtime hooks against the builtin runtime's
 //!   own socket, per call (a hooked CreateContainer, an unhooked ListPodSandbox) and under
 //!   concurrent clients; see `cri.rs`.
+//! - **e) plugins per language** (`--langs` alone): each example plugin's component size, first
+//!   compile, cached load and per-call latency, against the Rust plugin of its world; see `langs.rs`.
 
 mod cri;
 mod csi;
+mod langs;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -100,18 +103,24 @@ fn main() -> Result<()> {
     }
     let csi_only = args.iter().any(|a| a == "--csi");
     let cri_only = args.iter().any(|a| a == "--cri");
+    let langs_only = args.iter().any(|a| a == "--langs");
     if let Some(bad) = args
         .iter()
-        .find(|a| !["--quick", "--csi", "--cri"].contains(&a.as_str()))
+        .find(|a| !["--quick", "--csi", "--cri", "--langs"].contains(&a.as_str()))
     {
-        bail!("unknown argument {bad:?}; usage: wasmgate-bench [--quick] [--csi] [--cri]");
+        bail!(
+            "unknown argument {bad:?}; usage: wasmgate-bench [--quick] [--csi] [--cri] [--langs]"
+        );
     }
-    if csi_only || cri_only {
+    if csi_only || cri_only || langs_only {
         if csi_only {
             csi::bench(sizes).context("csi bench")?;
         }
         if cri_only {
             cri::bench(sizes).context("cri bench")?;
+        }
+        if langs_only {
+            langs::bench(quick).context("langs bench")?;
         }
         return Ok(());
     }
@@ -192,6 +201,7 @@ fn outer(quick: bool, sizes: Sizes) -> Result<()> {
     }
     csi::bench(sizes).context("csi bench")?;
     cri::bench(sizes).context("cri bench")?;
+    langs::bench(quick).context("langs bench")?;
     println!();
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
