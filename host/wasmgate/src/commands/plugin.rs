@@ -24,6 +24,9 @@ enum Command {
     /// What a component file imports and exports and which worlds it fits (no daemon needed);
     /// exits non-zero when it fits none.
     Inspect(super::plugin_inspect::Args),
+    /// Write a new plugin project (code, WIT, build script, README) to build on (no daemon
+    /// needed).
+    New(super::plugin_new::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -31,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::List => AdminRequest::List,
         Command::Reload { name } => AdminRequest::Reload { name: name.clone() },
         Command::Inspect(inspect) => return super::plugin_inspect::run(inspect, args.json),
+        Command::New(new) => return super::plugin_new::run(new, args.json),
     };
     let plugins = request(&args.admin, &req).context("wasmgate plugin")?;
     if args.json {
