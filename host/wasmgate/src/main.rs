@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(commands::serve::Args),
-    /// List and reload the plugins of a running daemon, or inspect a plugin file.
+    /// List and reload the plugins of a running daemon, inspect a plugin file, or start a new plugin.
     Plugin(commands::plugin::Args),
     /// Follow every call a running daemon handles, or print its call counters.
     Trace(commands::trace::Args),
