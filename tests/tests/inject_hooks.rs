@@ -27,7 +27,7 @@ use wasmgate_engine::bindings::cri_types as wit;
 use wasmgate_engine::{EngineConfig, PluginSpec, Registry, WasmEngine, World};
 use wasmgate_proto::cri::v1 as pb;
 use wasmgate_tests::cri::{self, Im, Rt, clients, record_of};
-use wasmgate_tests::{Daemon, repo, unique};
+use wasmgate_tests::{Daemon, unique, wasmtime_cli};
 
 /// Instantiates every behaviour test below for each implementation of the hook.
 macro_rules! implementations {
@@ -517,22 +517,10 @@ async fn one_instance_serves_many_calls_without_leaking(wasm: PathBuf) {
 
 // ---- the stock wasmtime CLI ------------------------------------------------------------------
 
-fn wasmtime() -> PathBuf {
-    let path = std::env::var_os("WASMTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/tools/venv/bin/wasmtime"));
-    assert!(
-        path.exists(),
-        "no wasmtime CLI at {}: run scripts/setup",
-        path.display()
-    );
-    path
-}
-
 /// `wasmtime run -S keyvalue -S config [-S config-var=K=V]... --invoke CALL <wasm>`: the WAVE
 /// value it prints.
 fn cli(wasm: &PathBuf, config: &[(&str, &str)], call: &str) -> String {
-    let mut cmd = Command::new(wasmtime());
+    let mut cmd = Command::new(wasmtime_cli());
     cmd.args(["run", "-S", "keyvalue", "-S", "config"]);
     for (k, v) in config {
         cmd.arg("-S").arg(format!("config-var={k}={v}"));

@@ -27,7 +27,8 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use wasmgate_tests::{
-    CniOutput, Daemon, PluginEntry, Pod, cni, host_veth, plugin, repo, with_key, with_prev,
+    CniOutput, Daemon, PluginEntry, Pod, cni, host_veth, plugin, repo, wasmtime_cli, with_key,
+    with_prev,
 };
 
 /// Instantiates every check for each implementation: `$lang => <expression giving the .wasm>`.
@@ -341,21 +342,9 @@ fn bad_configs_fail_as_the_rust_plugin_fails_with(component: PathBuf) {
 
 // ---- under the stock wasmtime CLI ----
 
-fn wasmtime() -> PathBuf {
-    let path = std::env::var_os("WASMTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/tools/venv/bin/wasmtime"));
-    assert!(
-        path.exists(),
-        "no wasmtime CLI at {}: run scripts/setup",
-        path.display()
-    );
-    path
-}
-
 /// `wasmtime run -S keyvalue -S config EXTRA --invoke CALL <component>`: its printed WAVE value.
 fn invoke(component: &PathBuf, extra: &[&str], call: &str) -> String {
-    let out = Command::new(wasmtime())
+    let out = Command::new(wasmtime_cli())
         .args(["run", "-S", "keyvalue", "-S", "config"])
         .args(extra)
         .args(["--invoke", call])

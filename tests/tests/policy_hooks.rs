@@ -19,7 +19,7 @@ use std::time::Instant;
 use tonic::Code;
 use wasmgate_proto::cri::v1 as pb;
 use wasmgate_tests::cri::{self, Rt, run_pod, secured_container};
-use wasmgate_tests::{Daemon, repo};
+use wasmgate_tests::{Daemon, wasmtime_cli};
 
 /// Instantiates every check for each implementation, `$lang => <expression giving the .wasm>`,
 /// as `<check>::<lang>`. A new port of the hook is one more line here, and gets every check.
@@ -237,17 +237,6 @@ async fn daemon_checks(component: PathBuf) {
 // ---- under the stock wasmtime CLI ----
 
 /// The stock CLI, as tests/tests/wasmtime_cli.rs finds it (scripts/setup installs it).
-fn wasmtime() -> PathBuf {
-    let path = std::env::var_os("WASMTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/tools/venv/bin/wasmtime"));
-    assert!(
-        path.exists(),
-        "no wasmtime CLI at {}: run scripts/setup",
-        path.display()
-    );
-    path
-}
 
 /// A pod in `namespace`, in WAVE.
 fn pod(namespace: &str) -> String {
@@ -277,7 +266,7 @@ fn create_request(namespace: &str, privileged: bool, add: &[&str]) -> String {
 /// The world imports wasi:keyvalue; a JS component keeps every import of its world, so
 /// `-S keyvalue` is needed for it, and harmless for the Rust one, which drops it.
 fn invoke(component: &PathBuf, extra: &[&str], call: &str) -> String {
-    let out = Command::new(wasmtime())
+    let out = Command::new(wasmtime_cli())
         // The CLI caches compiled components by default; asked for explicitly because every
         // run after the first of a ~14 MB JS component depends on it (seconds, not a fraction).
         .args(["run", "-C", "cache=y", "-S", "keyvalue", "-S", "config"])

@@ -3,22 +3,9 @@
 //! plugins (`bridge-ipam` for CNI, `hostpath-csi` for storage), exactly as their READMEs tell
 //! plugin authors to.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use wasmgate_tests::{plugin, repo, unique};
-
-fn wasmtime() -> PathBuf {
-    let path = std::env::var_os("WASMTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/tools/venv/bin/wasmtime"));
-    assert!(
-        path.exists(),
-        "no wasmtime CLI at {}: run scripts/setup",
-        path.display()
-    );
-    path
-}
+use wasmgate_tests::{plugin, unique, wasmtime_cli};
 
 const CONF: &str = r#"{cni-version: "1.1.0", name: "demo", type: "wasmgate-cni", prev-result: none, runtime-config: none, args: none, raw: "{\"podcidr\":\"10.240.0.0/24\"}"}"#;
 const CALL: &str = r#"{container-id: "c1", netns: "/var/run/netns/x", ifname: "eth0", args: []}"#;
@@ -29,7 +16,7 @@ fn invoke(extra: &[&str], call: &str) -> String {
 
 /// `wasmtime run -S keyvalue -S config EXTRA --invoke CALL <plugin>`: its printed WAVE value.
 fn invoke_plugin(name: &str, extra: &[&str], call: &str) -> String {
-    let out = Command::new(wasmtime())
+    let out = Command::new(wasmtime_cli())
         .args(["run", "-S", "keyvalue", "-S", "config"])
         .args(extra)
         .args(["--invoke", call])
