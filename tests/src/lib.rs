@@ -88,6 +88,25 @@ pub fn wasmtime_cli() -> PathBuf {
     path
 }
 
+/// Waits until every load-generating client counted in `done` has finished `more` more
+/// iterations: proof that calls went through while something (a hot swap) happened.
+pub async fn wait_for_iterations(
+    done: &[std::sync::Arc<std::sync::atomic::AtomicU64>],
+    more: u64,
+    what: &str,
+) {
+    let before: Vec<u64> = done.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done
+        .iter()
+        .zip(&before)
+        .all(|(n, b)| n.load(Ordering::Relaxed) >= b + more)
+    {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A short name unique to this process and call, usable in interface and netns names.
 pub fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -14,7 +14,7 @@ use wasmgate_daemon::admin::TraceFilter;
 use wasmgate_daemon::trace::CallRecord;
 use wasmgate_proto::cri::v1 as pb;
 use wasmgate_tests::cri::{self, Im, Rt, builtin_socket, follow, next_record, record_of};
-use wasmgate_tests::{Daemon, plugin, sha256, unique, with_custom_section};
+use wasmgate_tests::{Daemon, plugin, sha256, unique, wait_for_iterations, with_custom_section};
 
 /// Clients on `socket` that send and take messages far larger than any CRI limit, so that the
 /// server's limits are what is tested.
@@ -608,19 +608,6 @@ async fn churn(
         done.fetch_add(1, Ordering::Relaxed);
     }
     failures
-}
-
-async fn wait_for_iterations(done: &[Arc<AtomicU64>], more: u64, what: &str) {
-    let before: Vec<u64> = done.iter().map(|n| n.load(Ordering::Relaxed)).collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done
-        .iter()
-        .zip(&before)
-        .all(|(n, b)| n.load(Ordering::Relaxed) >= b + more)
-    {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

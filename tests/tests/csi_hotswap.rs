@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wasmgate_tests::csi::{self, Csi, pb};
-use wasmgate_tests::{Daemon, TEST_NODE, plugin, sha256, unique, with_custom_section};
+use wasmgate_tests::{
+    Daemon, TEST_NODE, plugin, sha256, unique, wait_for_iterations, with_custom_section,
+};
 
 /// A directory of our own for the driver file the daemon loads, so the swaps never touch the
 /// artifact under `plugins/`. Removed on drop.
@@ -118,19 +120,6 @@ async fn client(
         done.fetch_add(1, Ordering::Relaxed);
     }
     failures
-}
-
-async fn wait_for_iterations(done: &[Arc<AtomicU64>], more: u64, what: &str) {
-    let before: Vec<u64> = done.iter().map(|n| n.load(Ordering::Relaxed)).collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done
-        .iter()
-        .zip(&before)
-        .all(|(n, b)| n.load(Ordering::Relaxed) >= b + more)
-    {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

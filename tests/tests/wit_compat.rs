@@ -7,29 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::Code;
-use wasmgate_daemon::admin::{TraceFilter, follow_trace};
-use wasmgate_daemon::trace::{CallRecord, TraceLine};
+use wasmgate_daemon::trace::CallRecord;
 use wasmgate_proto::cri::v1 as pb;
-use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
-use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
-use wasmgate_tests::{Daemon, plugin, sha256};
-
-type Rt = RuntimeServiceClient<tonic::transport::Channel>;
-type Im = ImageServiceClient<tonic::transport::Channel>;
+use wasmgate_tests::cri::{self, Im, Rt};
+use wasmgate_tests::{Daemon, plugin, sha256, wait_for_iterations};
 
 const V0_1: &str = "wasmgate:plugin/runtime-hook@0.1.0";
 const V0_2: &str = "wasmgate:plugin/runtime-hook@0.2.0";
-
-async fn clients(socket: &Path) -> (Rt, Im) {
-    let ch = wasmgate_proto::unix_channel(socket).await.unwrap();
-    (
-        RuntimeServiceClient::new(ch.clone()),
-        ImageServiceClient::new(ch),
-    )
-}
 
 fn pod_config(name: &str) -> pb::PodSandboxConfig {
     pb::PodSandboxConfig {
@@ -109,32 +96,6 @@ async fn annotations(rt: &mut Rt, cid: &str) -> std::collections::HashMap<String
     .annotations
 }
 
-/// Follows the daemon's trace on a thread of its own; returns once subscribed.
-fn follow(d: &Daemon) -> mpsc::Receiver<CallRecord> {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let socket = d.admin_socket();
-    let filter = TraceFilter {
-        interface: Some("cri".into()),
-        method: Some("CreateContainer".into()),
-        ..Default::default()
-    };
-    std::thread::spawn(move || {
-        let _ = follow_trace(&socket, filter, |line| match line {
-            TraceLine::Subscribed => {
-                let _ = ready_tx.send(());
-                true
-            }
-            TraceLine::Call(c) => tx.send(*c).is_ok(),
-            TraceLine::Dropped { count } => panic!("trace follower lost {count} records"),
-        });
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("trace subscription within 5 s");
-    rx
-}
-
 /// What each hook decided in the next CreateContainer record, as `hook: decision`.
 fn pre_decisions(rx: &mpsc::Receiver<CallRecord>) -> Vec<String> {
     let rec = rx
@@ -170,9 +131,9 @@ async fn hooks_of_both_wit_versions_share_one_chain() {
     assert_eq!(d.listed("inject")["world"], V0_1);
     assert_eq!(d.listed("workdir")["world"], V0_2);
 
-    let (mut rt, mut im) = clients(&d.cri_socket()).await;
+    let (mut rt, mut im) = cri::clients(&d.cri_socket()).await;
     let pod = pod_with_image(&mut rt, &mut im, "compat").await;
-    let trace = follow(&d);
+    let trace = cri::follow(&d, cri::cri_calls(Some("CreateContainer")));
 
     // The 0.2.0 hook sees the working dir; the 0.1.0 hook's adjustment still lands.
     let cid = create(&mut rt, &pod, container_config("app", "/srv/app", false))
@@ -254,7 +215,7 @@ async fn churn(
     done: Arc<AtomicU64>,
     seen: Arc<Seen>,
 ) -> Vec<String> {
-    let (mut rt, _) = clients(&socket).await;
+    let (mut rt, _) = cri::clients(&socket).await;
     let mut failures = Vec::new();
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -299,19 +260,6 @@ async fn churn(
     failures
 }
 
-async fn wait_for_iterations(done: &[Arc<AtomicU64>], more: u64, what: &str) {
-    let before: Vec<u64> = done.iter().map(|n| n.load(Ordering::Relaxed)).collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done
-        .iter()
-        .zip(&before)
-        .all(|(n, b)| n.load(Ordering::Relaxed) >= b + more)
-    {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Renames `bytes` over `wasm` and reloads `name`; returns its new `plugin list` entry.
 fn swap_in(d: &Daemon, wasm: &Path, name: &str, bytes: &[u8]) -> serde_json::Value {
     let tmp = wasm.with_extension("wasm.tmp");
@@ -342,7 +290,7 @@ async fn a_hook_swapped_to_a_newer_wit_version_and_back_loses_no_call() {
     );
     let first = d.listed("hook");
     assert_eq!(first["world"], V0_1, "{first}");
-    let (mut rt, mut im) = clients(&d.cri_socket()).await;
+    let (mut rt, mut im) = cri::clients(&d.cri_socket()).await;
     let pod = pod_with_image(&mut rt, &mut im, "swap").await;
 
     let stop = Arc::new(AtomicBool::new(false));
