@@ -21,7 +21,7 @@ use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
 use wasmgate_tests::csi::{self, Csi, pb};
 use wasmgate_tests::{
     CniOutput, Daemon, Netns, PluginEntry, TEST_DRIVER, TEST_NODE, bin, exec_plugin, repo, unique,
-    with_prev,
+    wasmtime_cli, with_prev,
 };
 
 /// `wasmgate plugin new --lang LANG --world WORLD NAME --dir …`, into a fresh
@@ -53,17 +53,36 @@ fn scaffold(lang: &str, world: &str, name: &str) -> PathBuf {
     dir
 }
 
-/// The project's `./build ARGS`: Rust scaffolds in the shared target directory, Python ones with
-/// the componentize-py that `plugins/python/setup` installs into `target/tools`.
+/// Runs the repository's `plugins/LANG/setup` once per test binary: the toolchain a scaffold's
+/// build finds in `target/tools` (`$WASMGATE_TOOLS`).
+fn setup(lang: &str) {
+    static PYTHON: Once = Once::new();
+    static JS: Once = Once::new();
+    static C: Once = Once::new();
+    let once = match lang {
+        "python" => &PYTHON,
+        "js" => &JS,
+        "c" => &C,
+        _ => return,
+    };
+    once.call_once(|| {
+        let script = repo().join("plugins").join(lang).join("setup");
+        let status = Command::new(&script)
+            .status()
+            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+        assert!(status.success(), "{} failed", script.display());
+    });
+}
+
+/// The project's `./build ARGS`: Rust scaffolds in the shared target directory, the others with
+/// the toolchains that `plugins/LANG/setup` installs into `target/tools`.
 fn build(dir: &Path, args: &[&str]) -> String {
-    if dir.join("world").exists() {
-        static SETUP: Once = Once::new();
-        SETUP.call_once(|| {
-            let status = Command::new(repo().join("plugins/python/setup"))
-                .status()
-                .expect("run plugins/python/setup");
-            assert!(status.success(), "plugins/python/setup failed");
-        });
+    if dir.join("package.json").exists() {
+        setup("js");
+    } else if dir.join("src/hook.c").exists() {
+        setup("c");
+    } else if dir.join("world").exists() {
+        setup("python");
     }
     let out = Command::new(dir.join("build"))
         .args(args)
@@ -89,9 +108,16 @@ fn test_and_build(dir: &Path) -> PathBuf {
     // A Rust project's lock is written in Cargo's order: building changes nothing in it.
     let lock = std::fs::read_to_string(dir.join("Cargo.lock")).ok();
     let tests = build(dir, &["--test"]);
-    // cargo test's summary, or unittest's.
+    // cargo test's summary, unittest's, node --test's (TAP) or the C test program's.
     assert!(
-        tests.contains("test result: ok. 3 passed") || tests.contains("Ran 3 tests"),
+        [
+            "test result: ok. 3 passed",
+            "Ran 3 tests",
+            "# pass 3\n# fail 0",
+            ": 3 passed, 0 failed",
+        ]
+        .iter()
+        .any(|s| tests.contains(s)),
         "{tests}"
     );
     build(dir, &[]);
@@ -109,12 +135,9 @@ fn test_and_build(dir: &Path) -> PathBuf {
 /// Runs the README's "Try it" block as a script, with the stock wasmtime CLI on PATH, and
 /// compares what it prints with the `# ` lines in it: each command's documented output.
 fn readme_commands_answer_as_documented(dir: &Path) {
-    let wasmtime = repo().join("target/tools/venv/bin");
-    assert!(
-        wasmtime.join("wasmtime").exists(),
-        "no wasmtime CLI in {}: run scripts/setup",
-        wasmtime.display()
-    );
+    // The README calls it `wasmtime`: the directory of the repository's CLI goes first on PATH.
+    let cli = wasmtime_cli();
+    let wasmtime = cli.parent().unwrap();
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     let block = readme
         .split_once("## Try it under the stock wasmtime CLI")
@@ -353,6 +376,16 @@ async fn python_runtime_hook_builds_and_annotates_containers() {
     runtime_hook_annotates_new_containers("python", "scaffold-py-hook").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_runtime_hook_builds_and_annotates_containers() {
+    runtime_hook_annotates_new_containers("js", "scaffold-js-hook").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_runtime_hook_builds_and_annotates_containers() {
+    runtime_hook_annotates_new_containers("c", "scaffold-c-hook").await;
+}
+
 #[test]
 fn python_network_and_storage_plugins_pass_their_unit_tests() {
     for world in ["network", "storage"] {
@@ -377,10 +410,18 @@ fn refuses_bad_names_languages_worlds_and_used_directories() {
         assert!(!out.status.success(), "{args:?} succeeded");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--lang", "go", "--world", "network", "x"],
-            "unknown language \"go\": there are templates for rust, python",
+            "unknown language \"go\": there are templates for rust, python, js, c",
+        ),
+        (
+            &["--lang", "js", "--world", "network", "x"],
+            "there is no js template for the network world yet: js has runtime",
+        ),
+        (
+            &["--lang", "c", "--world", "storage", "x"],
+            "there is no c template for the storage world yet: c has runtime",
         ),
         (
             &["--lang", "rust", "--world", "cni", "x"],

@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The plugin's language: rust or python.
+    /// The plugin's language: rust or python (every world), js or c (runtime).
     #[arg(long)]
     lang: String,
     /// The world it implements: network (CNI), storage (CSI) or runtime (CRI hook).
@@ -166,6 +166,44 @@ const LANGS: &[Lang] = &[
             ),
         ],
     },
+    Lang {
+        name: "js",
+        title: "JavaScript",
+        readme: t!("js/common/", "README.md"),
+        common: &[
+            t!("js/common/", "build"),
+            t!("js/common/", "world"),
+            t!("js/common/", "package.json"),
+            t!("js/common/", "gitignore" => ".gitignore"),
+        ],
+        worlds: &[(
+            World::Runtime,
+            &[
+                t!("js/runtime/", "src/index.js"),
+                t!("js/runtime/", "src/hook.js"),
+                t!("js/runtime/", "test/hook.test.js"),
+            ],
+        )],
+    },
+    Lang {
+        name: "c",
+        title: "C",
+        readme: t!("c/common/", "README.md"),
+        common: &[
+            t!("c/common/", "build"),
+            t!("c/common/", "world"),
+            t!("c/common/", "gitignore" => ".gitignore"),
+        ],
+        worlds: &[(
+            World::Runtime,
+            &[
+                t!("c/runtime/", "src/hook.c"),
+                t!("c/runtime/", "src/decide.c"),
+                t!("c/runtime/", "src/decide.h"),
+                t!("c/runtime/", "test/decide_test.c"),
+            ],
+        )],
+    },
 ];
 
 impl Lang {
@@ -177,6 +215,12 @@ impl Lang {
                 LANGS.iter().map(|l| l.name).collect::<Vec<_>>().join(", ")
             ),
         }
+    }
+
+    /// The worlds it has templates for, as `--world` takes them.
+    fn world_names(&self) -> String {
+        let names: Vec<&str> = self.worlds.iter().map(|(w, _)| w.name()).collect();
+        names.join(", ")
     }
 }
 
@@ -318,6 +362,38 @@ fn componentize_py_version() -> &'static str {
         .expect("plugins/python/setup pins COMPONENTIZE_PY_VERSION")
 }
 
+/// The manifest that pins componentize-js; the JS template's build demands the same version.
+const JS_PACKAGE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../plugins/js/package.json"
+));
+
+fn componentize_js_version() -> &'static str {
+    JS_PACKAGE
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("\"@bytecodealliance/componentize-js\":")
+        })
+        .map(|v| v.trim().trim_end_matches(',').trim_matches('"'))
+        .expect("plugins/js/package.json pins @bytecodealliance/componentize-js")
+}
+
+/// The script that pins the C toolchain: the C template's build demands the same wit-bindgen
+/// (its `src/hook.c` frees what that version's bindings allocate) and finds that adapter.
+const C_SETUP: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../plugins/c/setup"
+));
+
+fn c_setup_pin(key: &str) -> &'static str {
+    C_SETUP
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("plugins/c/setup pins {key}"))
+}
+
 /// Where every language's build script leaves the component.
 fn wasm_path(name: &str) -> String {
     format!("target/{name}.wasm")
@@ -339,6 +415,12 @@ fn vars(lang: &Lang, world: World, name: &str) -> Vec<(&'static str, String)> {
         ("wasm", wasm_path(name)),
         ("wasmgate_version", env!("CARGO_PKG_VERSION").to_string()),
         ("componentize_py", componentize_py_version().to_string()),
+        ("componentize_js", componentize_js_version().to_string()),
+        (
+            "wit_bindgen",
+            c_setup_pin("WIT_BINDGEN_VERSION").to_string(),
+        ),
+        ("wasi_adapter", c_setup_pin("ADAPTER_VERSION").to_string()),
     ]
 }
 
@@ -385,9 +467,11 @@ impl File {
 fn project(lang: &Lang, world: World, name: &str) -> anyhow::Result<Vec<File>> {
     let Some((_, own)) = lang.worlds.iter().find(|(w, _)| *w == world) else {
         bail!(
-            "there is no {} template for the {} world yet",
+            "there is no {} template for the {} world yet: {} has {}",
             lang.name,
-            world.name()
+            world.name(),
+            lang.name,
+            lang.world_names()
         );
     };
     let wit = world.wit()?;
@@ -648,7 +732,7 @@ mod tests {
     #[test]
     fn every_project_is_fully_rendered() {
         for lang in LANGS {
-            for world in World::ALL {
+            for &(world, _) in lang.worlds {
                 let files = project(lang, world, "my-plugin").unwrap();
                 let mut paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
                 paths.dedup();
@@ -715,12 +799,36 @@ mod tests {
     }
 
     #[test]
-    fn componentize_py_is_pinned() {
-        let v = componentize_py_version();
-        assert!(
-            v.split('.').count() == 3 && v.split('.').all(|n| n.parse::<u32>().is_ok()),
-            "{v:?}"
+    fn toolchains_are_pinned() {
+        for v in [
+            componentize_py_version(),
+            componentize_js_version(),
+            c_setup_pin("WIT_BINDGEN_VERSION"),
+            c_setup_pin("ADAPTER_VERSION"),
+        ] {
+            assert!(
+                v.split('.').count() == 3 && v.split('.').all(|n| n.parse::<u32>().is_ok()),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_world_a_language_lacks_is_refused_naming_those_it_has() {
+        let js = Lang::find("js").unwrap();
+        let e = project(js, World::Network, "x").err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "there is no js template for the network world yet: js has runtime"
         );
+        // Every language has the runtime world, the one every language's end-to-end test runs.
+        for lang in LANGS {
+            assert!(
+                lang.worlds.iter().any(|(w, _)| *w == World::Runtime),
+                "{}",
+                lang.name
+            );
+        }
     }
 
     #[test]
@@ -761,7 +869,7 @@ mod tests {
         let e = Lang::find("go").err().unwrap().to_string();
         assert_eq!(
             e,
-            "unknown language \"go\": there are templates for rust, python"
+            "unknown language \"go\": there are templates for rust, python, js, c"
         );
         let e = World::find("cni").err().unwrap().to_string();
         assert!(
