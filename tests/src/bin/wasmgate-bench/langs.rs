@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use World::{Network, Runtime};
 use anyhow::{Context, Result, bail, ensure};
-use wasmgate_engine::bindings::{NetworkPlugin, cri_types as wit};
+use wasmgate_engine::bindings::NetworkPlugin;
 use wasmgate_engine::wasmtime::Store;
 use wasmgate_engine::{
     EngineConfig, HostState, LoadedPlugin, PluginSpec, Registry, WasmEngine, World,
@@ -267,7 +267,7 @@ impl Loaded {
                 format!("{fresh:?}")
             }
             World::Runtime => {
-                let req = hook_request();
+                let req = crate::cri::hook_request();
                 let d = self.plugin.runtime(move |h, s| h.call_pre(s, &req)).await?;
                 format!("{d:?}")
             }
@@ -295,7 +295,7 @@ impl Loaded {
                 }
             }
             World::Runtime => {
-                let req = hook_request();
+                let req = crate::cri::hook_request();
                 for _ in 0..n {
                     let t = Instant::now();
                     let r = req.clone();
@@ -443,42 +443,6 @@ fn report(all: &[Loaded], pooled: bool, calls: usize, budget: &Budget) {
             verdict(r <= TARGET_CALL_OVER_WARM)
         );
     }
-}
-
-/// The CreateContainer a hook's `pre` sees: in `default`, which hook-policy does not exempt, so
-/// the policy does its checks; unprivileged, so it allows. Built as cri.rs builds its own.
-fn hook_request() -> wit::Request {
-    let pod = wit::Pod {
-        id: "0".repeat(64),
-        name: "bench-0".into(),
-        namespace: "default".into(),
-        uid: "uid-bench-0".into(),
-        labels: vec![],
-        annotations: vec![],
-        runtime_handler: String::new(),
-    };
-    let container = wit::Container {
-        id: String::new(),
-        name: "c".into(),
-        image: "busybox".into(),
-        command: vec!["sleep".into(), "3600".into()],
-        args: vec![],
-        env: vec![],
-        mounts: vec![],
-        devices: vec![],
-        resources: None,
-        security: wit::Security {
-            privileged: false,
-            run_as_user: None,
-            add_capabilities: vec![],
-            drop_capabilities: vec![],
-            readonly_rootfs: false,
-        },
-        labels: vec![],
-        annotations: vec![],
-        working_dir: String::new(),
-    };
-    wit::Request::CreateContainer((pod, container))
 }
 
 fn world(w: World) -> &'static str {
