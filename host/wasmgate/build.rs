@@ -9,7 +9,10 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
+    // Read at run time, not baked in with env!(): cargo may reuse this script's binary for a
+    // checkout at another path that shares the target dir.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let wit = Path::new(&manifest).join("../../wit");
     let wit = wit
         .canonicalize()
         .unwrap_or_else(|e| panic!("{}: {e}", wit.display()));
