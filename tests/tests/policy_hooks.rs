@@ -236,8 +236,6 @@ async fn daemon_checks(component: PathBuf) {
 
 // ---- under the stock wasmtime CLI ----
 
-/// The stock CLI, as tests/tests/wasmtime_cli.rs finds it (scripts/setup installs it).
-
 /// A pod in `namespace`, in WAVE.
 fn pod(namespace: &str) -> String {
     format!(
