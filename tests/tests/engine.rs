@@ -49,7 +49,7 @@ fn misbehave(mode: &str, timeout_ms: u64, memory_mb: usize) -> PluginSpec {
 async fn add(reg: &Registry, name: &str) -> Result<(), CallError> {
     reg.get(name)
         .unwrap()
-        .network(|net, store| net.call_add(store, &conf(), &call()).map(|_| ()))
+        .network(async |net, store| net.call_add(store, &conf(), &call()).await.map(|_| ()))
         .await
 }
 
@@ -108,9 +108,110 @@ async fn misbehaving_guests_fail_one_call_cleanly() {
     let status = reg
         .get("mis-trap")
         .unwrap()
-        .network(|net, store| net.call_status(store, &conf()))
+        .network(async |net, store| net.call_status(store, &conf()).await)
         .await;
     assert!(matches!(status, Ok(Ok(()))), "{status:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The ADD count the `count` modes report: how many calls the serving instance has seen.
+async fn count(reg: &Registry, name: &str) -> Result<String, CallError> {
+    let out = reg
+        .get(name)
+        .unwrap()
+        .network(async |net, store| net.call_add(store, &conf(), &call()).await)
+        .await?;
+    Ok(out
+        .expect("count modes succeed")
+        .result
+        .dns
+        .and_then(|d| d.domain)
+        .expect("count in dns.domain"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_are_reused_until_a_call_fails_or_the_plugin_asks_for_fresh_ones() {
+    let dir = std::env::temp_dir().join(unique("wg-engine-"));
+    let reg = registry(&dir);
+    reg.load(misbehave("count", 2000, 64)).await.unwrap();
+    let mut fresh = misbehave("count", 2000, 64);
+    fresh.name = "mis-count-fresh".into();
+    fresh.fresh_instances = true;
+    reg.load(fresh).await.unwrap();
+    reg.load(misbehave("count-trap", 2000, 64)).await.unwrap();
+
+    let mut seen = vec![];
+    for _ in 0..5 {
+        seen.push(count(&reg, "mis-count").await.unwrap());
+    }
+    assert_eq!(
+        seen,
+        ["1", "2", "3", "4", "5"],
+        "one instance serves one call after another"
+    );
+
+    let mut seen = vec![];
+    for _ in 0..3 {
+        seen.push(count(&reg, "mis-count-fresh").await.unwrap());
+    }
+    assert_eq!(
+        seen,
+        ["1", "1", "1"],
+        "fresh_instances: a new instance every call"
+    );
+
+    // A trap discards the instance: the next call starts from clean memory.
+    assert_eq!(count(&reg, "mis-count-trap").await.unwrap(), "1");
+    assert_eq!(count(&reg, "mis-count-trap").await.unwrap(), "2");
+    match count(&reg, "mis-count-trap").await {
+        Err(CallError::Trap { message, .. }) => {
+            assert!(message.contains("trap on call 3"), "{message}")
+        }
+        other => panic!("expected the third call to trap, got {other:?}"),
+    }
+    assert_eq!(count(&reg, "mis-count-trap").await.unwrap(), "1");
+
+    // Concurrent calls each hold their own instance; afterwards all of them wait to be reused.
+    let c = || count(&reg, "mis-count");
+    let seen = tokio::join!(c(), c(), c(), c());
+    let seen = [seen.0, seen.1, seen.2, seen.3].map(|r| r.unwrap());
+    assert!(
+        seen.contains(&"6".to_string()),
+        "one call reuses the idle instance: {seen:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Guests run on the caller's task, so a spinning one must not hold its thread: on a runtime with
+/// a single thread, other plugins' calls go on while it spins, and its timeout still fires.
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_guest_yields_its_thread_to_other_calls() {
+    let dir = std::env::temp_dir().join(unique("wg-engine-"));
+    let reg = registry(&dir);
+    reg.load(misbehave("loop", 1500, 64)).await.unwrap();
+    reg.load(misbehave("ok", 2000, 64)).await.unwrap();
+    let started = Instant::now();
+    let spinning = add(&reg, "mis-loop");
+    let others = async {
+        for _ in 0..20 {
+            add(&reg, "mis-ok").await.unwrap();
+        }
+        started.elapsed()
+    };
+    let (spun, others_took) = tokio::join!(spinning, others);
+    assert!(
+        matches!(spun, Err(CallError::Timeout { .. })),
+        "the spinning call: {spun:?}"
+    );
+    let spun_for = started.elapsed();
+    assert!(
+        others_took < Duration::from_millis(1000),
+        "20 calls beside a spinning guest took {others_took:?}"
+    );
+    assert!(
+        spun_for >= Duration::from_millis(1500) && spun_for < Duration::from_secs(4),
+        "the spinning guest's timeout fired after {spun_for:?}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -155,7 +256,7 @@ async fn a_broken_reload_keeps_the_old_version() {
     let now = reg.get("p").unwrap();
     assert_eq!(now.info().sha256, good.sha256);
     let versions = now
-        .network(|net, store| net.call_versions(store))
+        .network(async |net, store| net.call_versions(store).await)
         .await
         .unwrap();
     assert!(versions.contains(&"1.1.0".to_string()));
@@ -168,13 +269,13 @@ async fn a_broken_reload_keeps_the_old_version() {
     assert!(swapped.generation > good.generation);
     assert_eq!(held.info().sha256, good.sha256);
     let old = held
-        .network(|net, store| net.call_versions(store))
+        .network(async |net, store| net.call_versions(store).await)
         .await
         .unwrap();
     let new = reg
         .get("p")
         .unwrap()
-        .network(|net, store| net.call_versions(store))
+        .network(async |net, store| net.call_versions(store).await)
         .await
         .unwrap();
     assert_ne!(
@@ -199,7 +300,7 @@ async fn plugins_get_no_ambient_authority() {
     let out = reg
         .get("mis-probe")
         .unwrap()
-        .network(|net, store| net.call_add(store, &conf(), &call()))
+        .network(async |net, store| net.call_add(store, &conf(), &call()).await)
         .await
         .unwrap()
         .unwrap();

@@ -479,9 +479,8 @@ async fn one_instance_serves_many_calls_without_leaking(wasm: PathBuf) {
     ];
     for i in 0..2000 {
         let req = kinds[i % kinds.len()].clone();
-        let r = req.clone();
         let decision = hook
-            .runtime(move |h, s| h.call_pre(s, &r))
+            .runtime(async |h, s| h.call_pre(s, &req).await)
             .await
             .unwrap_or_else(|e| panic!("pre call {i}: {e}"));
         match (&req, decision) {
@@ -508,7 +507,7 @@ async fn one_instance_serves_many_calls_without_leaking(wasm: PathBuf) {
         } else {
             wit::Outcome::Failed((6, "x".repeat(8192)))
         };
-        hook.runtime(move |h, s| h.call_post(s, &req, &outcome))
+        hook.runtime(async |h, s| h.call_post(s, &req, &outcome).await)
             .await
             .unwrap_or_else(|e| panic!("post call {i}: {e}"));
     }

@@ -191,6 +191,10 @@ pub struct PluginSection {
     /// `<state_dir>/plugins/<name>/data`.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// A new instance for every call instead of reusing the one an earlier successful call left
+    /// idle: for a plugin that must not carry memory from one call to the next.
+    #[serde(default)]
+    pub fresh_instances: bool,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -223,6 +227,7 @@ impl Default for Config {
                 stderr: false,
                 world: World::Network,
                 data_dir: None,
+                fresh_instances: false,
             },
         );
         plugins.insert(
@@ -239,6 +244,7 @@ impl Default for Config {
                 stderr: false,
                 world: World::Storage,
                 data_dir: None,
+                fresh_instances: false,
             },
         );
         Self {
@@ -426,6 +432,7 @@ impl Config {
         };
         spec.config = p.config.clone();
         spec.inherit_stderr = p.stderr;
+        spec.fresh_instances = p.fresh_instances;
         spec.world = p.world;
         if p.world == World::Storage {
             spec.data_dir = Some(self.data_dir(name, p));

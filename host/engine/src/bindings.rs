@@ -5,6 +5,11 @@
 //! `wasmtime-wasi-config`; `wasi:keyvalue` is implemented by [`crate::keyvalue`] because the stock
 //! one is in-memory only.
 //!
+//! Exports are generated async: every call runs as a future on the caller's task, on a fiber
+//! that yields at each epoch tick, so a caller's timeout can cancel any guest, looping or blocked
+//! in a host call, and no call hops to another thread. Imports stay synchronous, since the ones
+//! implemented here (`wasi:keyvalue`, `wasi:config`) never wait on anything but a local file.
+//!
 //! A released WIT version is never edited: a new one goes beside it (`wit/v0.2.0/`), gets its own
 //! module here so its type names do not clash, and the host keeps serving the old one. Runtime
 //! hooks exist in two versions, [`v0_1`] and [`v0_2`]; [`cri_types`] is always the newest, the
@@ -15,6 +20,7 @@ mod network {
         path: "../../wit",
         world: "wasmgate:plugin/network-plugin",
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "wasi:keyvalue/store.bucket": crate::keyvalue::Bucket,
         },
@@ -29,6 +35,7 @@ mod storage {
         path: "../../wit",
         world: "wasmgate:plugin/storage-plugin",
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "wasi:keyvalue": crate::bindings::network::wasi::keyvalue,
         },
@@ -40,6 +47,7 @@ mod runtime {
         path: "../../wit",
         world: "wasmgate:plugin/runtime-hook@0.1.0",
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "wasi:keyvalue": crate::bindings::network::wasi::keyvalue,
         },
@@ -53,6 +61,7 @@ mod runtime_v0_2 {
         path: "../../wit/v0.2.0",
         world: "wasmgate:plugin/runtime-hook@0.2.0",
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "wasi:keyvalue": crate::bindings::network::wasi::keyvalue,
         },

@@ -1,13 +1,19 @@
-//! One plugin call: a fresh instance from the pre-instantiated component, an epoch deadline, a
-//! memory cap, and a tokio timeout on top, because epochs cannot interrupt a blocking host call.
-//! Whatever the guest does, the caller gets a value or a [`CallError`]; the daemon keeps serving.
+//! One plugin call, on the caller's own task: an instance (one left idle by an earlier call, or a
+//! new one from the pre-instantiated component), a memory cap, and the plugin's timeout. The
+//! guest runs on a fiber that yields back to the executor at every epoch tick, so the timeout
+//! cancels it whatever it is doing, computing or waiting in a host call; the instance is dropped
+//! with the cancelled call. Whatever the guest does, the caller gets a value or a [`CallError`];
+//! the daemon keeps serving.
+//!
+//! Nothing here hops to another thread: on a small node a thread wake-up costs more than most
+//! plugins' work.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{Store, Trap};
 
-use crate::engine::{EPOCH_TICK, WasmEngine};
+use crate::engine::WasmEngine;
 use crate::host::HostState;
 use crate::keyvalue::KvStore;
 use crate::stderr::StderrTail;
@@ -52,7 +58,7 @@ pub enum CallError {
     Shutdown,
 }
 
-/// What a call needs besides its closure; cloned out of the plugin so the call owns it.
+/// What a call needs besides its closure; one per loaded plugin version.
 pub(crate) struct CallContext {
     pub(crate) plugin: String,
     pub(crate) engine: WasmEngine,
@@ -62,64 +68,38 @@ pub(crate) struct CallContext {
     pub(crate) inherit_stderr: bool,
     pub(crate) data_dir: Option<std::path::PathBuf>,
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// Give every call a new instance instead of reusing an idle one.
+    pub(crate) fresh_instances: bool,
 }
 
 /// Where a call's body failed: instantiation errors are reported apart from the guest's own.
-pub(crate) enum Failure {
+enum Failure {
     Instantiate(wasmtime::Error),
     Call(wasmtime::Error),
 }
 
-pub(crate) async fn run<R, F>(ctx: CallContext, f: F) -> Result<R, CallError>
+/// Calls `f` on an instance of the plugin, within its limits. The instance is one an earlier
+/// successful call left idle when there is one (unless the plugin asks for fresh instances), and
+/// goes back for the next call if this one succeeds too. A call that fails for any reason, or is
+/// cancelled, discards its instance: a trap may leave the guest's memory inconsistent.
+pub(crate) async fn run<I, R, N, F>(
+    ctx: &CallContext,
+    idle: &Idle<I>,
+    instantiate: N,
+    f: F,
+) -> Result<R, CallError>
 where
-    F: FnOnce(&mut Store<HostState>) -> Result<R, Failure> + Send + 'static,
-    R: Send + 'static,
-{
-    let light = ctx.clone_light();
-    run_task(&light, move || run_blocking(ctx, f)).await
-}
-
-/// What [`run_task`] needs to bound and report a call.
-pub(crate) struct Light {
-    plugin: String,
-    limits: Limits,
-    permits: Arc<tokio::sync::Semaphore>,
-}
-
-impl CallContext {
-    fn clone_light(&self) -> Light {
-        Light {
-            plugin: self.plugin.clone(),
-            limits: self.limits,
-            permits: self.permits.clone(),
-        }
-    }
-}
-
-/// Runs `body` on a blocking thread with a permit, bounded by the plugin's timeout.
-async fn run_task<R, B>(ctx: &Light, body: B) -> Result<R, CallError>
-where
-    B: FnOnce() -> Result<R, CallError> + Send + 'static,
-    R: Send + 'static,
+    N: AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<I>,
+    F: AsyncFnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<R>,
 {
     // Waiting for a slot beats failing: the pool has a fixed number of them.
     let _permit = ctx
         .permits
-        .clone()
-        .acquire_owned()
+        .acquire()
         .await
         .map_err(|_| CallError::Shutdown)?;
-    let handle = tokio::task::spawn_blocking(body);
-    // The epoch deadline fires first in all but blocking host calls; the grace keeps the two
-    // from racing so a runaway guest is reported by the epoch, with its trap.
-    let bound = ctx.limits.timeout + Duration::from_millis(250);
-    match tokio::time::timeout(bound, handle).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(join)) => Err(CallError::Trap {
-            plugin: ctx.plugin.clone(),
-            message: format!("host task failed: {join}"),
-            detail: String::new(),
-        }),
+    match tokio::time::timeout(ctx.limits.timeout, call(ctx, idle, instantiate, f)).await {
+        Ok(out) => out,
         Err(_) => Err(CallError::Timeout {
             plugin: ctx.plugin.clone(),
             timeout: ctx.limits.timeout,
@@ -127,20 +107,56 @@ where
     }
 }
 
-fn run_blocking<R, F>(ctx: CallContext, f: F) -> Result<R, CallError>
+async fn call<I, R, N, F>(
+    ctx: &CallContext,
+    idle: &Idle<I>,
+    instantiate: N,
+    f: F,
+) -> Result<R, CallError>
 where
-    F: FnOnce(&mut Store<HostState>) -> Result<R, Failure>,
+    N: AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<I>,
+    F: AsyncFnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<R>,
 {
-    let (mut store, stderr) = new_store(&ctx)?;
-    arm(&ctx, &mut store);
-    let out = f(&mut store);
-    settle(&ctx, &store, &stderr, out)
+    let reused = if ctx.fresh_instances {
+        None
+    } else {
+        idle.take()
+    };
+    let mut warm = match reused {
+        Some(w) => w,
+        None => {
+            let (mut store, stderr) = new_store(ctx)?;
+            arm(&mut store);
+            let instance = match instantiate(&mut store).await {
+                Ok(i) => i,
+                Err(e) => return settle(ctx, &store, &stderr, Err(Failure::Instantiate(e))),
+            };
+            Warm {
+                store,
+                stderr,
+                instance,
+                uses: 0,
+            }
+        }
+    };
+    warm.stderr.clear();
+    arm(&mut warm.store);
+    warm.uses += 1;
+    let out = f(&warm.instance, &mut warm.store)
+        .await
+        .map_err(Failure::Call);
+    let out = settle(ctx, &warm.store, &warm.stderr, out);
+    if out.is_ok() && !ctx.fresh_instances && warm.uses < MAX_USES {
+        idle.put(&ctx.engine, warm);
+    }
+    out
 }
 
 /// A store for one instance, with what the plugin is granted and nothing else.
 fn new_store(ctx: &CallContext) -> Result<(Store<HostState>, StderrTail), CallError> {
     let mut wasi = wasmtime_wasi::WasiCtx::builder();
-    // This thread is already a blocking one, so guest file IO need not hop to another.
+    // Guest file IO is on the granted data dir only, local and short: done inline it costs less
+    // than the hop to tokio's blocking pool that async WASI would otherwise take per operation.
     wasi.allow_blocking_current_thread(true);
     if let Some(dir) = &ctx.data_dir {
         wasi.preopened_dir(
@@ -171,16 +187,11 @@ fn new_store(ctx: &CallContext) -> Result<(Store<HostState>, StderrTail), CallEr
     Ok((store, stderr))
 }
 
-/// Gives the next call on `store` its own deadline.
-fn arm(ctx: &CallContext, store: &mut Store<HostState>) {
-    let ticks = ctx
-        .limits
-        .timeout
-        .as_micros()
-        .div_ceil(EPOCH_TICK.as_micros())
-        .max(1) as u64;
-    store.set_epoch_deadline(ticks);
-    store.epoch_deadline_trap();
+/// Makes the guest yield to the executor at the next epoch tick and every tick after: a long
+/// call shares its worker thread, and its caller's timeout can fire.
+fn arm(store: &mut Store<HostState>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
 }
 
 fn settle<R>(
@@ -193,15 +204,14 @@ fn settle<R>(
         Ok(r) => Ok(r),
         Err(Failure::Instantiate(e)) => {
             Err(
-                classify(ctx, store, e).unwrap_or_else(|e| CallError::Instantiate {
+                classify(ctx, store).unwrap_or_else(|| CallError::Instantiate {
                     plugin: ctx.plugin.clone(),
                     message: format!("{e:#}"),
                 }),
             )
         }
         Err(Failure::Call(e)) => {
-            Err(classify(ctx, store, e)
-                .unwrap_or_else(|e| trap(&ctx.plugin, &e, &stderr.contents())))
+            Err(classify(ctx, store).unwrap_or_else(|| trap(&ctx.plugin, &e, &stderr.contents())))
         }
     }
 }
@@ -216,11 +226,10 @@ pub(crate) struct Warm<I> {
     stderr: StderrTail,
     instance: I,
     uses: u32,
-    _slot: IdleSlot,
 }
 
 /// Idle instances still hold a pooling-allocator slot; the engine caps how many may wait.
-pub(crate) struct IdleSlot(Arc<std::sync::atomic::AtomicUsize>);
+struct IdleSlot(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Drop for IdleSlot {
     fn drop(&mut self) {
@@ -230,7 +239,7 @@ impl Drop for IdleSlot {
 
 /// Instances of one plugin version waiting for their next call.
 pub(crate) struct Idle<I> {
-    warm: std::sync::Mutex<Vec<Warm<I>>>,
+    warm: std::sync::Mutex<Vec<(Warm<I>, IdleSlot)>>,
 }
 
 impl<I> Default for Idle<I> {
@@ -243,123 +252,22 @@ impl<I> Default for Idle<I> {
 
 impl<I> Idle<I> {
     fn take(&self) -> Option<Warm<I>> {
-        self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        let (w, _slot) = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        Some(w)
     }
 
-    fn put(&self, w: Warm<I>) {
-        self.warm.lock().unwrap_or_else(|p| p.into_inner()).push(w);
-    }
-}
-
-/// Like [`run`], but on an instance left by an earlier successful call when there is one, and
-/// the instance goes back for the next call if this one succeeds too. A call that fails for any
-/// reason, or runs past its deadline, discards its instance: a trap may leave the guest's memory
-/// inconsistent.
-pub(crate) async fn run_reusing<I, R, N, F>(
-    ctx: CallContext,
-    idle: Arc<Idle<I>>,
-    instantiate: N,
-    f: F,
-) -> Result<R, CallError>
-where
-    I: Send + 'static,
-    N: FnOnce(&mut Store<HostState>) -> wasmtime::Result<I> + Send + 'static,
-    F: FnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
-    R: Send + 'static,
-{
-    let batch = Batch::default();
-    let gave_up = batch.abandoned.clone();
-    let out = run_task(&ctx.clone_light(), move || {
-        reusing_blocking(&ctx, &idle, instantiate, f, &batch)
-    })
-    .await;
-    if matches!(out, Err(CallError::Timeout { .. })) {
-        gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    out
-}
-
-/// One call on a reused instance, on the current (blocking) thread.
-pub(crate) fn reusing_blocking<I, R, N, F>(
-    ctx: &CallContext,
-    idle: &Idle<I>,
-    instantiate: N,
-    f: F,
-    batch: &Batch,
-) -> Result<R, CallError>
-where
-    N: FnOnce(&mut Store<HostState>) -> wasmtime::Result<I>,
-    F: FnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<R>,
-{
-    let mut warm = match idle.take() {
-        Some(w) => w,
-        None => {
-            let (mut store, stderr) = new_store(ctx)?;
-            arm(ctx, &mut store);
-            let instance = match instantiate(&mut store) {
-                Ok(i) => i,
-                Err(e) => {
-                    return settle(ctx, &store, &stderr, Err(Failure::Instantiate(e)));
-                }
-            };
-            let slots = ctx.engine.idle.clone();
-            slots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Warm {
-                store,
-                stderr,
-                instance,
-                uses: 0,
-                _slot: IdleSlot(slots),
-            }
+    /// Keeps `w` for a later call, unless the engine's idle slots are all taken.
+    fn put(&self, engine: &WasmEngine, w: Warm<I>) {
+        let slots = engine.idle.clone();
+        if slots.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= crate::engine::IDLE_SLOTS {
+            slots.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return;
         }
-    };
-    warm.stderr.clear();
-    arm(ctx, &mut warm.store);
-    warm.uses += 1;
-    let out = f(&warm.instance, &mut warm.store).map_err(Failure::Call);
-    let out = settle(ctx, &warm.store, &warm.stderr, out);
-    let keep = out.is_ok()
-        && warm.uses < MAX_USES
-        && !batch.abandoned.load(std::sync::atomic::Ordering::Relaxed)
-        && ctx.engine.idle.load(std::sync::atomic::Ordering::Relaxed) <= crate::engine::IDLE_SLOTS;
-    if keep {
-        idle.put(warm);
+        self.warm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((w, IdleSlot(slots)));
     }
-    out
-}
-
-/// Calls made one after another on one blocking thread (see [`crate::Registry::batch`]). A batch
-/// its caller stopped waiting for keeps no instance it used afterwards: the guest may be stuck.
-#[derive(Default)]
-pub struct Batch {
-    abandoned: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// Runs `body` on one blocking thread holding one instance permit, bounded by `bound`.
-pub(crate) async fn run_batch<R, B>(
-    permits: Arc<tokio::sync::Semaphore>,
-    bound: Duration,
-    body: B,
-) -> Result<R, CallError>
-where
-    B: FnOnce(&Batch) -> R + Send + 'static,
-    R: Send + 'static,
-{
-    let batch = Batch::default();
-    let gave_up = batch.abandoned.clone();
-    let light = Light {
-        plugin: "batch".to_string(),
-        limits: Limits {
-            timeout: bound,
-            memory_bytes: 0,
-        },
-        permits,
-    };
-    let out = run_task(&light, move || Ok(body(&batch))).await;
-    if out.is_err() {
-        gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    out
 }
 
 /// The most telling short line: a Rust panic message from stderr, else the trap itself.
@@ -391,23 +299,11 @@ fn trap(plugin: &str, err: &wasmtime::Error, stderr: &[u8]) -> CallError {
     }
 }
 
-/// Recognises the two failures with their own wire codes; anything else is handed back.
-fn classify(
-    ctx: &CallContext,
-    store: &Store<HostState>,
-    err: wasmtime::Error,
-) -> Result<CallError, wasmtime::Error> {
-    if store.data().memory.hit {
-        return Ok(CallError::OutOfMemory {
-            plugin: ctx.plugin.clone(),
-            limit: ctx.limits.memory_bytes,
-        });
-    }
-    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return Ok(CallError::Timeout {
-            plugin: ctx.plugin.clone(),
-            timeout: ctx.limits.timeout,
-        });
-    }
-    Err(err)
+/// Recognises an out-of-memory, which has its own wire code, whatever trap the guest's
+/// allocator made of it.
+fn classify(ctx: &CallContext, store: &Store<HostState>) -> Option<CallError> {
+    store.data().memory.hit.then(|| CallError::OutOfMemory {
+        plugin: ctx.plugin.clone(),
+        limit: ctx.limits.memory_bytes,
+    })
 }

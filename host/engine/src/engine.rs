@@ -12,8 +12,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::EngineError;
 use crate::host::HostState;
 
-/// Pool slots kept beyond `max_instances` for instances waiting between calls (storage plugins
-/// reuse theirs); at most this many wait at once, across all plugins.
+/// Pool slots kept beyond `max_instances` for instances waiting between calls; at most this many
+/// wait at once, across all plugins.
 pub(crate) const IDLE_SLOTS: usize = 32;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -65,7 +65,8 @@ impl Drop for Ticker {
 fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    // A store without a deadline traps at once, so every call sets one; the ticker advances it.
+    // Every call yields to its caller's executor at each tick (see `call::arm`), which is what
+    // lets a timeout cancel a guest that never returns.
     config.epoch_interruption(true);
     config
 }
@@ -190,7 +191,9 @@ impl WasmEngine {
 fn add_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use crate::bindings::keyvalue::{atomics, batch, store};
     use wasmtime::component::HasSelf;
-    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    // Async WASI: a guest waiting on a clock or a stream suspends its fiber instead of blocking
+    // the thread, so its caller's timeout still fires.
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_config::add_to_linker(linker, |h| {
         wasmtime_wasi_config::WasiConfig::from(&*h.config)
     })?;

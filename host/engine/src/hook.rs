@@ -9,7 +9,7 @@
 //! Down is lossy by design: 0.1.0 has no `working-dir`, so a 0.1.0 hook does not see it. Up is
 //! exact: every 0.1.0 event and decision has the same shape in 0.2.0.
 
-use wasmtime::AsContextMut;
+use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use crate::bindings::{RUNTIME_WORLD, RUNTIME_WORLD_V0_2, cri_types, v0_1, v0_2};
@@ -34,13 +34,10 @@ impl HookPre {
         })
     }
 
-    pub(crate) fn instantiate(
-        &self,
-        store: impl AsContextMut<Data = HostState>,
-    ) -> wasmtime::Result<Hook> {
+    pub(crate) async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Hook> {
         Ok(match self {
-            HookPre::V0_1(p) => Hook::V0_1(p.instantiate(store)?),
-            HookPre::V0_2(p) => Hook::V0_2(p.instantiate(store)?),
+            HookPre::V0_1(p) => Hook::V0_1(p.instantiate_async(store).await?),
+            HookPre::V0_2(p) => Hook::V0_2(p.instantiate_async(store).await?),
         })
     }
 
@@ -81,41 +78,54 @@ impl Hook {
         }
     }
 
-    pub fn call_subscriptions<S: AsContextMut>(&self, store: S) -> wasmtime::Result<Vec<Event>> {
+    pub async fn call_subscriptions(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Vec<Event>> {
         Ok(match self {
             Hook::V0_1(h) => h
                 .wasmgate_plugin_hook()
-                .call_subscriptions(store)?
+                .call_subscriptions(store)
+                .await?
                 .into_iter()
                 .map(up::event)
                 .collect(),
-            Hook::V0_2(h) => h.wasmgate_plugin_hook().call_subscriptions(store)?,
+            Hook::V0_2(h) => h.wasmgate_plugin_hook().call_subscriptions(store).await?,
         })
     }
 
-    pub fn call_pre<S: AsContextMut>(&self, store: S, req: &Request) -> wasmtime::Result<Decision> {
+    pub async fn call_pre(
+        &self,
+        store: &mut Store<HostState>,
+        req: &Request,
+    ) -> wasmtime::Result<Decision> {
         Ok(match self {
             Hook::V0_1(h) => up::decision(
                 h.wasmgate_plugin_hook()
-                    .call_pre(store, &down::request(req))?,
+                    .call_pre(store, &down::request(req))
+                    .await?,
             ),
-            Hook::V0_2(h) => h.wasmgate_plugin_hook().call_pre(store, req)?,
+            Hook::V0_2(h) => h.wasmgate_plugin_hook().call_pre(store, req).await?,
         })
     }
 
-    pub fn call_post<S: AsContextMut>(
+    pub async fn call_post(
         &self,
-        store: S,
+        store: &mut Store<HostState>,
         req: &Request,
         outcome: &Outcome,
     ) -> wasmtime::Result<()> {
         match self {
-            Hook::V0_1(h) => h.wasmgate_plugin_hook().call_post(
-                store,
-                &down::request(req),
-                &down::outcome(outcome),
-            ),
-            Hook::V0_2(h) => h.wasmgate_plugin_hook().call_post(store, req, outcome),
+            Hook::V0_1(h) => {
+                h.wasmgate_plugin_hook()
+                    .call_post(store, &down::request(req), &down::outcome(outcome))
+                    .await
+            }
+            Hook::V0_2(h) => {
+                h.wasmgate_plugin_hook()
+                    .call_post(store, req, outcome)
+                    .await
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The Wasm engine behind every wasmgate call.
 //!
 //! In the flow of a call this is the third stop: a front door (CNI, CSI, CRI) has decoded and
-//! validated the request, the router picked a plugin, and this crate runs that plugin in a fresh,
+//! validated the request, the router picked a plugin, and this crate runs that plugin in a
 //! bounded sandbox and hands back the data it returned. It never performs a host effect itself.
 //!
 //! - [`bindings`]: the only `bindgen!` in the project.
@@ -9,7 +9,8 @@
 //! - [`hook`]: a runtime hook of any served WIT version, called with the newest types.
 //! - [`registry`]: plugin name to current version, hot-swapped atomically.
 //! - [`inspect`]: which worlds a component fits, and why not; the registry links through it.
-//! - [`call`]: one call in a fresh instance, with an epoch deadline, a memory cap and a timeout.
+//! - [`call`]: one call on the caller's task, in an idle or new instance, with epoch yields, a memory
+//!   cap and a timeout.
 //! - [`keyvalue`]: the crash-safe `wasi:keyvalue` store each plugin keeps its state in.
 //!
 //! ```no_run
@@ -19,7 +20,7 @@
 //! let registry = Registry::new(engine, "/var/lib/wasmgate".into());
 //! registry.load(PluginSpec::new("bridge", "plugins/bridge_ipam.wasm")).await?;
 //! let plugin = registry.get("bridge")?;
-//! let versions = plugin.network(|net, store| net.call_versions(store)).await?;
+//! let versions = plugin.network(async |net, store| net.call_versions(store).await).await?;
 //! # Ok(()) }
 //! ```
 
@@ -34,7 +35,7 @@ pub mod keyvalue;
 pub mod registry;
 mod stderr;
 
-pub use call::{Batch, CallError, Limits};
+pub use call::{CallError, Limits};
 pub use engine::{EngineConfig, WasmEngine};
 pub use error::EngineError;
 pub use hook::Hook;

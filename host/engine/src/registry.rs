@@ -15,7 +15,7 @@ use crate::bindings::{
     NETWORK_WORLD, NetworkGuest, NetworkPlugin, NetworkPluginPre, RUNTIME_WORLD, STORAGE_WORLD,
     StoragePlugin, StoragePluginPre,
 };
-use crate::call::{self, Batch, CallContext, CallError, Failure, Idle, Limits};
+use crate::call::{self, CallContext, CallError, Idle, Limits};
 use crate::engine::{WasmEngine, sha256_hex};
 use crate::hook::{Hook, HookPre};
 use crate::host::HostState;
@@ -36,6 +36,10 @@ pub struct PluginSpec {
     /// A host directory the guest sees, read-write, as [`DATA_DIR_GUEST`]; nothing else of the
     /// filesystem is granted.
     pub data_dir: Option<PathBuf>,
+    /// A new instance for every call, as a CNI plugin binary gets a new process, instead of an
+    /// instance an earlier successful call left idle. Costs an instantiation per call; for a
+    /// plugin that keeps something in memory it must not carry from one call to the next.
+    pub fresh_instances: bool,
 }
 
 /// Where a granted data directory appears inside the guest.
@@ -92,6 +96,7 @@ impl PluginSpec {
             inherit_stderr: false,
             world: World::Network,
             data_dir: None,
+            fresh_instances: false,
         }
     }
 
@@ -108,15 +113,12 @@ impl PluginSpec {
 pub struct LoadedPlugin {
     spec: PluginSpec,
     info: PluginInfo,
-    engine: WasmEngine,
     pre: Pre,
-    kv: Arc<KvStore>,
-    config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
-    permits: Arc<tokio::sync::Semaphore>,
-    /// Storage plugins' instances between calls.
-    idle: Arc<Idle<StoragePlugin>>,
-    /// Runtime hooks' instances between calls, of whichever WIT version this one is.
-    idle_hooks: Arc<Idle<Hook>>,
+    ctx: CallContext,
+    /// Instances waiting between calls, of whichever world this plugin fits.
+    idle_network: Idle<NetworkPlugin>,
+    idle_storage: Idle<StoragePlugin>,
+    idle_hooks: Idle<Hook>,
 }
 
 /// What `wasmgate plugin list` shows.
@@ -144,87 +146,56 @@ impl LoadedPlugin {
         &self.spec
     }
 
-    /// Runs `f` against a fresh instance of this version, within the plugin's limits.
-    pub async fn network<R, F>(&self, f: F) -> Result<R, CallError>
-    where
-        F: FnOnce(&NetworkGuest, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let Pre::Network(pre) = self.pre.clone() else {
+    /// Runs `f` on an instance of this network plugin, within its limits (see [`call::run`]).
+    pub async fn network<R>(
+        &self,
+        f: impl AsyncFnOnce(&NetworkGuest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let Pre::Network(pre) = &self.pre else {
             return Err(self.wrong_world(World::Network));
         };
-        call::run(self.call_context(), move |store| {
-            let inst = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
-            f(inst.wasmgate_plugin_network(), store).map_err(Failure::Call)
-        })
+        call::run(
+            &self.ctx,
+            &self.idle_network,
+            async |s| pre.instantiate_async(s).await,
+            async |i: &NetworkPlugin, s| f(i.wasmgate_plugin_network(), s).await,
+        )
         .await
     }
 
-    /// Runs `f` on an instance of this storage plugin, within its limits. Unlike network
-    /// plugins, a storage plugin's instance is reused by later calls after a call succeeds:
-    /// instantiating costs more than most CSI calls, and a driver serves only its own volumes.
-    /// A failed call discards its instance.
-    pub async fn storage<R, F>(&self, f: F) -> Result<R, CallError>
-    where
-        F: FnOnce(&StoragePlugin, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let Pre::Storage(pre) = self.pre.clone() else {
+    /// Runs `f` on an instance of this storage plugin, within its limits.
+    pub async fn storage<R>(
+        &self,
+        f: impl AsyncFnOnce(&StoragePlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let Pre::Storage(pre) = &self.pre else {
             return Err(self.wrong_world(World::Storage));
         };
-        call::run_reusing(
-            self.call_context(),
-            self.idle.clone(),
-            move |store| pre.instantiate(store),
+        call::run(
+            &self.ctx,
+            &self.idle_storage,
+            async |s| pre.instantiate_async(s).await,
             f,
         )
         .await
     }
 
-    /// Runs `f` on an instance of this runtime hook, reused like a storage plugin's: a hook sits
-    /// on the path of every CRI call it subscribes to, and instantiating costs more than most
-    /// hooks' work. [`Hook`] takes the newest WIT types whatever version the hook was built
-    /// against.
-    pub async fn runtime<R, F>(&self, f: F) -> Result<R, CallError>
-    where
-        F: FnOnce(&Hook, &mut Store<HostState>) -> wasmtime::Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let Some(pre) = self.hook_pre() else {
+    /// Runs `f` on an instance of this runtime hook, within its limits. [`Hook`] takes the
+    /// newest WIT types whatever version the hook was built against.
+    pub async fn runtime<R>(
+        &self,
+        f: impl AsyncFnOnce(&Hook, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let Pre::Runtime(pre) = &self.pre else {
             return Err(self.wrong_world(World::Runtime));
         };
-        call::run_reusing(
-            self.call_context(),
-            self.idle_hooks.clone(),
-            move |store| pre.instantiate(store),
-            f,
-        )
-        .await
-    }
-
-    /// [`LoadedPlugin::runtime`] inside a [`Registry::batch`]: on the batch's thread, no hop.
-    pub fn runtime_in<R, F>(&self, batch: &Batch, f: F) -> Result<R, CallError>
-    where
-        F: FnOnce(&Hook, &mut Store<HostState>) -> wasmtime::Result<R>,
-    {
-        let Some(pre) = self.hook_pre() else {
-            return Err(self.wrong_world(World::Runtime));
-        };
-        call::reusing_blocking(
-            &self.call_context(),
+        call::run(
+            &self.ctx,
             &self.idle_hooks,
-            |store| pre.instantiate(store),
+            async |s| pre.instantiate(s).await,
             f,
-            batch,
         )
-    }
-
-    /// A runtime hook's entry points, of the version it was built against.
-    fn hook_pre(&self) -> Option<HookPre> {
-        match &self.pre {
-            Pre::Runtime(pre) => Some(pre.clone()),
-            _ => None,
-        }
+        .await
     }
 
     fn wrong_world(&self, wanted: World) -> CallError {
@@ -238,33 +209,21 @@ impl LoadedPlugin {
         }
     }
 
-    fn call_context(&self) -> CallContext {
-        CallContext {
-            plugin: self.spec.name.clone(),
-            engine: self.engine.clone(),
-            kv: self.kv.clone(),
-            config: self.config.clone(),
-            limits: self.spec.limits,
-            inherit_stderr: self.spec.inherit_stderr,
-            data_dir: self.spec.data_dir.clone(),
-            permits: self.permits.clone(),
-        }
-    }
-
-    /// Instantiates once and keeps the instance: only for measuring what a fresh instance costs.
-    pub fn warm_instance(&self) -> Result<(Store<HostState>, NetworkPlugin), EngineError> {
+    /// Instantiates once and keeps the instance: only for measuring what the per-call path costs
+    /// over calling an instance directly.
+    pub async fn warm_instance(&self) -> Result<(Store<HostState>, NetworkPlugin), EngineError> {
         let mut store = HostState::store(
-            &self.engine.engine,
+            &self.ctx.engine.engine,
             wasmtime_wasi::WasiCtx::builder().build(),
-            self.config.clone(),
-            self.kv.clone(),
+            self.ctx.config.clone(),
+            self.ctx.kv.clone(),
             self.spec.limits.memory_bytes,
         );
         store.set_epoch_deadline(u64::MAX / 2);
         let Pre::Network(pre) = &self.pre else {
             return Err(EngineError::Call(self.wrong_world(World::Network)));
         };
-        let inst = pre.instantiate(&mut store).map_err(|e| {
+        let inst = pre.instantiate_async(&mut store).await.map_err(|e| {
             EngineError::Call(CallError::Instantiate {
                 plugin: self.spec.name.clone(),
                 message: format!("{e:#}"),
@@ -307,18 +266,6 @@ impl Registry {
     pub fn with_cache_dir(mut self, dir: PathBuf) -> Self {
         self.cache_dir = dir;
         self
-    }
-
-    /// Runs `body` on one blocking thread, where it may call several plugins in turn with
-    /// [`LoadedPlugin::runtime_in`]: a CRI hook chain's phase then costs one thread hop, not one
-    /// per hook. Each call keeps its own epoch deadline; `bound` is the backstop for a guest
-    /// stuck in a blocking host call, which no epoch interrupts.
-    pub async fn batch<R, B>(&self, bound: Duration, body: B) -> Result<R, CallError>
-    where
-        B: FnOnce(&Batch) -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        call::run_batch(self.permits.clone(), bound, body).await
     }
 
     pub fn engine(&self) -> &WasmEngine {
@@ -453,6 +400,17 @@ fn build(
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs();
+    let ctx = CallContext {
+        plugin: spec.name.clone(),
+        engine,
+        kv,
+        config,
+        limits: spec.limits,
+        inherit_stderr: spec.inherit_stderr,
+        data_dir: spec.data_dir.clone(),
+        permits,
+        fresh_instances: spec.fresh_instances,
+    };
     Ok(LoadedPlugin {
         info: PluginInfo {
             name: spec.name.clone(),
@@ -465,12 +423,10 @@ fn build(
             generation,
         },
         spec,
-        engine,
         pre,
-        kv,
-        config,
-        permits,
-        idle: Arc::default(),
-        idle_hooks: Arc::default(),
+        ctx,
+        idle_network: Idle::default(),
+        idle_storage: Idle::default(),
+        idle_hooks: Idle::default(),
     })
 }

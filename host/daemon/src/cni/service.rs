@@ -195,32 +195,30 @@ impl CniService {
         }
     }
 
-    /// Runs one export in a fresh instance, after checking the plugin speaks the call's cniVersion.
-    async fn call<R, F>(&self, call: &Call, f: F) -> Result<R, ServiceError>
-    where
-        F: FnOnce(
-                &NetworkGuest,
-                &mut wasmgate_engine::wasmtime::Store<HostState>,
-                &wit::NetConf,
-            ) -> Wasm<R>
-            + Send
-            + 'static,
-        R: Send + 'static,
-    {
-        let version = call.conf.cni_version.clone();
-        let conf = call.wit_conf.clone();
+    /// Runs one export, after checking the plugin speaks the call's cniVersion.
+    async fn call<R>(
+        &self,
+        call: &Call,
+        f: impl AsyncFnOnce(
+            &NetworkGuest,
+            &mut wasmgate_engine::wasmtime::Store<HostState>,
+            &wit::NetConf,
+        ) -> Wasm<R>,
+    ) -> Result<R, ServiceError> {
+        let version = &call.conf.cni_version;
+        let conf = &call.wit_conf;
         let out = call
             .plugin
-            .network(move |net, store| {
-                let versions = net.call_versions(&mut *store)?;
-                if !versions.contains(&version) {
+            .network(async |net, store| {
+                let versions = net.call_versions(&mut *store).await?;
+                if !versions.contains(version) {
                     return Ok(Err(wit::CniError {
                         code: code::INCOMPATIBLE_VERSION,
                         msg: format!("plugin does not support cniVersion {version}"),
                         details: format!("supported: {}", versions.join(", ")),
                     }));
                 }
-                f(net, store, &conf)
+                f(net, store, conf).await
             })
             .await?;
         out.map_err(|e| ServiceError::Cni(convert::cni_error(e)))
@@ -259,8 +257,8 @@ impl CniService {
         }
         let inv = convert::invocation(&call.inv);
         let outcome = self
-            .call(&call, move |net, store, conf| {
-                net.call_add(store, conf, &inv)
+            .call(&call, async |net, store, conf| {
+                net.call_add(store, conf, &inv).await
             })
             .await?;
         let mut result = convert::result(outcome.result, &call.conf.cni_version);
@@ -324,8 +322,8 @@ impl CniService {
     async fn undo_plugin_add(&self, call: &Call) {
         let inv = convert::invocation(&call.inv);
         if let Err(e) = self
-            .call(call, move |net, store, conf| {
-                net.call_del(store, conf, &inv)
+            .call(call, async |net, store, conf| {
+                net.call_del(store, conf, &inv).await
             })
             .await
         {
@@ -351,8 +349,8 @@ impl CniService {
             }
         }
         let inv = convert::invocation(&call.inv);
-        self.call(&call, move |net, store, conf| {
-            net.call_del(store, conf, &inv)
+        self.call(&call, async |net, store, conf| {
+            net.call_del(store, conf, &inv).await
         })
         .await?;
         match (rec, target) {
@@ -405,8 +403,8 @@ impl CniService {
         let rec = self.records.get(&key)?;
         let inv = convert::invocation(&call.inv);
         let planned = self
-            .call(&call, move |net, store, conf| {
-                net.call_check(store, conf, &inv)
+            .call(&call, async |net, store, conf| {
+                net.call_check(store, conf, &inv).await
             })
             .await?;
         let Some(planned) = planned else {
@@ -439,8 +437,10 @@ impl CniService {
     }
 
     async fn status(&self, call: Call) -> Result<String, ServiceError> {
-        self.call(&call, |net, store, conf| net.call_status(store, conf))
-            .await?;
+        self.call(&call, async |net, store, conf| {
+            net.call_status(store, conf).await
+        })
+        .await?;
         Ok(String::new())
     }
 
@@ -451,8 +451,8 @@ impl CniService {
             return Ok(String::new());
         };
         let refs: Vec<_> = valid.iter().map(convert::attachment_ref).collect();
-        self.call(&call, move |net, store, conf| {
-            net.call_gc(store, conf, &refs)
+        self.call(&call, async |net, store, conf| {
+            net.call_gc(store, conf, &refs).await
         })
         .await?;
         for rec in self.records.network(&call.conf.name)? {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmgate_engine::bindings::cri_types::{Adjustment, Decision, Event, Outcome, Request};
-use wasmgate_engine::{Batch, CallError, LoadedPlugin, Registry};
+use wasmgate_engine::{CallError, Registry};
 
 use super::view::Merged;
 use crate::config::FailurePolicy;
@@ -88,7 +88,7 @@ impl Hooks {
             return Ok(subs.clone());
         }
         let subs = plugin
-            .runtime(|h, s| h.call_subscriptions(s))
+            .runtime(async |h, s| h.call_subscriptions(s).await)
             .await
             .map_err(|e| e.to_string())?;
         let subs = Arc::new(subs);
@@ -99,63 +99,57 @@ impl Hooks {
         Ok(subs)
     }
 
-    /// Runs every subscribed hook's `pre` in order; returns the merged adjustments. The whole
-    /// phase runs on one blocking thread: a hop per hook cost more than most hooks' work.
+    /// Runs every subscribed hook's `pre` in order, each within its own timeout; returns the
+    /// merged adjustments.
     pub async fn pre(
         &self,
         hooks: &[HookSpec],
         req: &Request,
         seen: &mut Vec<HookDecision>,
     ) -> Result<Merged, HookError> {
-        if hooks.is_empty() {
-            return Ok(Merged::default());
-        }
-        let chain = self.resolve(hooks);
-        let bound = backstop(&chain);
-        let progress = Arc::new(Mutex::new(Progress::default()));
-        let shared = progress.clone();
-        let req = req.clone();
-        let out = self
-            .registry
-            .batch(bound, move |batch| pre_phase(batch, chain, &req, &shared))
-            .await;
-        let mut p = lock(&progress);
-        seen.append(&mut p.seen);
-        match out {
-            Ok(r) => r.map(|()| std::mem::take(&mut p.merged)),
-            // Only a guest stuck in a blocking host call gets here: every call has its own epoch
-            // deadline. The hook that was running answers for it under its policy.
-            Err(e) => match p.running.take() {
-                Some(h) => {
-                    let e = stuck(&h, bound, e);
-                    if h.failure == FailurePolicy::Open {
-                        tracing::warn!(hook = %h.name, "hook failed, skipped (fail-open): {e}");
-                        seen.push(decision(
-                            &h,
-                            "pre",
-                            format!("skipped (fail-open): {e}"),
-                            bound,
-                        ));
-                        return Ok(std::mem::take(&mut p.merged));
-                    }
-                    seen.push(decision(&h, "pre", format!("failed: {e}"), bound));
-                    Err(HookError::Failed {
-                        hook: h.name,
-                        error: e,
-                        timeout: true,
-                    })
+        let mut merged = Merged::default();
+        for h in hooks {
+            let started = Instant::now();
+            let out = match self.registry.get(&h.name) {
+                Ok(p) => p
+                    .runtime(async |hook, s| hook.call_pre(s, req).await)
+                    .await
+                    .map_err(HookCallError::Call),
+                Err(e) => Err(HookCallError::Engine(e.to_string())),
+            };
+            let mut record = |what: String| seen.push(decision(h, "pre", what, started.elapsed()));
+            match out {
+                Ok(Decision::Allow) => record("allow".into()),
+                Ok(Decision::Deny(reason)) => {
+                    record(format!("deny: {reason}"));
+                    return Err(HookError::Denied {
+                        hook: h.name.clone(),
+                        reason,
+                    });
                 }
-                None => Err(HookError::Failed {
-                    hook: "chain".into(),
-                    error: e.to_string(),
-                    timeout: true,
-                }),
-            },
+                Ok(Decision::Adjust(a)) => {
+                    record(describe(&a));
+                    merged.add(&h.name, a).map_err(HookError::Conflict)?;
+                }
+                Err(e) if h.failure == FailurePolicy::Open => {
+                    tracing::warn!(hook = %h.name, "hook failed, skipped (fail-open): {e}");
+                    record(format!("skipped (fail-open): {e}"));
+                }
+                Err(e) => {
+                    record(format!("failed: {e}"));
+                    return Err(HookError::Failed {
+                        hook: h.name.clone(),
+                        timeout: matches!(e, HookCallError::Call(CallError::Timeout { .. })),
+                        error: e.to_string(),
+                    });
+                }
+            }
         }
+        Ok(merged)
     }
 
-    /// Tells every subscribed hook how the call ended, on one blocking thread. A failing
-    /// post-hook is logged: the call has already happened.
+    /// Tells every subscribed hook how the call ended. A failing post-hook is logged: the call
+    /// has already happened.
     pub async fn post(
         &self,
         hooks: &[HookSpec],
@@ -163,76 +157,24 @@ impl Hooks {
         outcome: &Outcome,
         seen: &mut Vec<HookDecision>,
     ) {
-        if hooks.is_empty() {
-            return;
+        for h in hooks {
+            let started = Instant::now();
+            let out = match self.registry.get(&h.name) {
+                Ok(p) => p
+                    .runtime(async |hook, s| hook.call_post(s, req, outcome).await)
+                    .await
+                    .map_err(HookCallError::Call),
+                Err(e) => Err(HookCallError::Engine(e.to_string())),
+            };
+            let what = match out {
+                Ok(()) => "ok".to_string(),
+                Err(e) => {
+                    tracing::warn!(hook = %h.name, "post-hook failed: {e}");
+                    format!("failed: {e}")
+                }
+            };
+            seen.push(decision(h, "post", what, started.elapsed()));
         }
-        let chain = self.resolve(hooks);
-        let bound = backstop(&chain);
-        let progress = Arc::new(Mutex::new(Progress::default()));
-        let shared = progress.clone();
-        let (req, outcome) = (req.clone(), outcome.clone());
-        let out = self
-            .registry
-            .batch(bound, move |batch| {
-                post_phase(batch, chain, &req, &outcome, &shared)
-            })
-            .await;
-        let mut p = lock(&progress);
-        seen.append(&mut p.seen);
-        if let (Err(e), Some(h)) = (out, p.running.take()) {
-            let e = stuck(&h, bound, e);
-            tracing::warn!(hook = %h.name, "post-hook failed: {e}");
-            seen.push(decision(&h, "post", format!("failed: {e}"), bound));
-        }
-    }
-
-    /// Each hook with its current version, or why it has none.
-    fn resolve(&self, hooks: &[HookSpec]) -> Vec<(HookSpec, Result<Arc<LoadedPlugin>, String>)> {
-        hooks
-            .iter()
-            .map(|h| {
-                let plugin = self.registry.get(&h.name).map_err(|e| e.to_string());
-                (h.clone(), plugin)
-            })
-            .collect()
-    }
-}
-
-/// What a phase has done so far, kept outside its thread so that a phase given up on still
-/// reports the hooks that answered.
-#[derive(Default)]
-struct Progress {
-    seen: Vec<HookDecision>,
-    merged: Merged,
-    running: Option<HookSpec>,
-}
-
-fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
-    p.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-type Chain = Vec<(HookSpec, Result<Arc<LoadedPlugin>, String>)>;
-
-/// The phase's backstop: every hook's own timeout, end to end.
-fn backstop(chain: &Chain) -> Duration {
-    chain
-        .iter()
-        .map(|(_, p)| {
-            p.as_ref()
-                .map_or(Duration::ZERO, |p| p.spec().limits.timeout)
-        })
-        .sum::<Duration>()
-        .max(Duration::from_millis(1))
-}
-
-/// Why a phase was given up on, in the words of the hook that was running.
-fn stuck(h: &HookSpec, bound: Duration, e: CallError) -> String {
-    match e {
-        CallError::Timeout { .. } => format!(
-            "plugin {} exceeded its deadline: the chain gave up after {bound:?}, blocked in a host call",
-            h.name
-        ),
-        other => other.to_string(),
     }
 }
 
@@ -242,83 +184,6 @@ fn decision(h: &HookSpec, phase: &str, decision: String, elapsed: Duration) -> H
         phase: phase.into(),
         decision,
         elapsed_us: elapsed.as_micros() as u64,
-    }
-}
-
-fn pre_phase(
-    batch: &Batch,
-    chain: Chain,
-    req: &Request,
-    progress: &Mutex<Progress>,
-) -> Result<(), HookError> {
-    for (h, plugin) in chain {
-        lock(progress).running = Some(h.clone());
-        let started = Instant::now();
-        let out = match plugin {
-            Ok(p) => p
-                .runtime_in(batch, |hook, s| hook.call_pre(s, req))
-                .map_err(HookCallError::Call),
-            Err(e) => Err(HookCallError::Engine(e)),
-        };
-        let mut p = lock(progress);
-        p.running = None;
-        let mut record = |what: String| p.seen.push(decision(&h, "pre", what, started.elapsed()));
-        match out {
-            Ok(Decision::Allow) => record("allow".into()),
-            Ok(Decision::Deny(reason)) => {
-                record(format!("deny: {reason}"));
-                return Err(HookError::Denied {
-                    hook: h.name,
-                    reason,
-                });
-            }
-            Ok(Decision::Adjust(a)) => {
-                record(describe(&a));
-                p.merged.add(&h.name, a).map_err(HookError::Conflict)?;
-            }
-            Err(e) if h.failure == FailurePolicy::Open => {
-                tracing::warn!(hook = %h.name, "hook failed, skipped (fail-open): {e}");
-                record(format!("skipped (fail-open): {e}"));
-            }
-            Err(e) => {
-                record(format!("failed: {e}"));
-                return Err(HookError::Failed {
-                    hook: h.name,
-                    timeout: matches!(e, HookCallError::Call(CallError::Timeout { .. })),
-                    error: e.to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-fn post_phase(
-    batch: &Batch,
-    chain: Chain,
-    req: &Request,
-    outcome: &Outcome,
-    progress: &Mutex<Progress>,
-) {
-    for (h, plugin) in chain {
-        lock(progress).running = Some(h.clone());
-        let started = Instant::now();
-        let out = match plugin {
-            Ok(p) => p
-                .runtime_in(batch, |hook, s| hook.call_post(s, req, outcome))
-                .map_err(HookCallError::Call),
-            Err(e) => Err(HookCallError::Engine(e)),
-        };
-        let what = match out {
-            Ok(()) => "ok".to_string(),
-            Err(e) => {
-                tracing::warn!(hook = %h.name, "post-hook failed: {e}");
-                format!("failed: {e}")
-            }
-        };
-        let mut p = lock(progress);
-        p.running = None;
-        p.seen.push(decision(&h, "post", what, started.elapsed()));
     }
 }
 

@@ -86,7 +86,11 @@ impl pb::controller_server::Controller for Controller {
                 mutable_parameters: convert::map(req.mutable_parameters),
             };
             let v = call
-                .plugin(move |p, s| p.wasmgate_plugin_controller().call_create_volume(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_controller()
+                        .call_create_volume(s, &wreq)
+                        .await
+                })
                 .await??;
             Ok(pb::CreateVolumeResponse {
                 volume: Some(convert::volume_out(v)),
@@ -109,9 +113,10 @@ impl pb::controller_server::Controller for Controller {
             call.require_controller(Cap::CreateDeleteVolume).await?;
             let _guard = call.lock(&[volume_key(&req.volume_id)])?;
             let secrets = convert::map(req.secrets);
-            call.plugin(move |p, s| {
+            call.plugin(async move |p, s| {
                 p.wasmgate_plugin_controller()
                     .call_delete_volume(s, &req.volume_id, &secrets)
+                    .await
             })
             .await??;
             Ok(pb::DeleteVolumeResponse {})
@@ -144,9 +149,10 @@ impl pb::controller_server::Controller for Controller {
                 volume_context: convert::map(req.volume_context),
             };
             let ctx = call
-                .plugin(move |p, s| {
+                .plugin(async move |p, s| {
                     p.wasmgate_plugin_controller()
                         .call_controller_publish(s, &wreq)
+                        .await
                 })
                 .await??;
             Ok(pb::ControllerPublishVolumeResponse {
@@ -171,13 +177,10 @@ impl pb::controller_server::Controller for Controller {
             call.require_controller(Cap::PublishUnpublishVolume).await?;
             let _guard = call.lock(&[volume_key(&req.volume_id)])?;
             let secrets = convert::map(req.secrets);
-            call.plugin(move |p, s| {
-                p.wasmgate_plugin_controller().call_controller_unpublish(
-                    s,
-                    &req.volume_id,
-                    &req.node_id,
-                    &secrets,
-                )
+            call.plugin(async move |p, s| {
+                p.wasmgate_plugin_controller()
+                    .call_controller_unpublish(s, &req.volume_id, &req.node_id, &secrets)
+                    .await
             })
             .await??;
             Ok(pb::ControllerUnpublishVolumeResponse {})
@@ -207,9 +210,10 @@ impl pb::controller_server::Controller for Controller {
                 secrets: convert::map(req.secrets),
             };
             let v = call
-                .plugin(move |p, s| {
+                .plugin(async move |p, s| {
                     p.wasmgate_plugin_controller()
                         .call_validate_volume_capabilities(s, &wreq)
+                        .await
                 })
                 .await??;
             Ok(pb::ValidateVolumeCapabilitiesResponse {
@@ -246,7 +250,11 @@ impl pb::controller_server::Controller for Controller {
             };
             call.require_controller(Cap::ListVolumes).await?;
             let page = call
-                .plugin(move |p, s| p.wasmgate_plugin_controller().call_list_volumes(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_controller()
+                        .call_list_volumes(s, &wreq)
+                        .await
+                })
                 .await??;
             Ok(pb::ListVolumesResponse {
                 entries: page
@@ -286,7 +294,11 @@ impl pb::controller_server::Controller for Controller {
                 accessible_topology: req.accessible_topology.map(convert::topology),
             };
             let c = call
-                .plugin(move |p, s| p.wasmgate_plugin_controller().call_get_capacity(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_controller()
+                        .call_get_capacity(s, &wreq)
+                        .await
+                })
                 .await??;
             Ok(pb::GetCapacityResponse {
                 available_capacity: c.available_capacity,
@@ -341,7 +353,11 @@ impl pb::controller_server::Controller for Controller {
                 parameters: convert::map(req.parameters),
             };
             let snap = call
-                .plugin(move |p, s| p.wasmgate_plugin_snapshots().call_create_snapshot(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_snapshots()
+                        .call_create_snapshot(s, &wreq)
+                        .await
+                })
                 .await??;
             Ok(pb::CreateSnapshotResponse {
                 snapshot: Some(convert::snapshot_out(snap)),
@@ -364,9 +380,10 @@ impl pb::controller_server::Controller for Controller {
             call.require_controller(Cap::CreateDeleteSnapshot).await?;
             let _guard = call.lock(&[format!("snapshot {}", req.snapshot_id)])?;
             let secrets = convert::map(req.secrets);
-            call.plugin(move |p, s| {
+            call.plugin(async move |p, s| {
                 p.wasmgate_plugin_snapshots()
                     .call_delete_snapshot(s, &req.snapshot_id, &secrets)
+                    .await
             })
             .await??;
             Ok(pb::DeleteSnapshotResponse {})
@@ -388,9 +405,10 @@ impl pb::controller_server::Controller for Controller {
             call.require_controller(Cap::GetSnapshot).await?;
             let secrets = convert::map(req.secrets);
             let snap = call
-                .plugin(move |p, s| {
+                .plugin(async move |p, s| {
                     p.wasmgate_plugin_snapshots()
                         .call_get_snapshot(s, &req.snapshot_id, &secrets)
+                        .await
                 })
                 .await??;
             Ok(pb::GetSnapshotResponse {
@@ -423,7 +441,11 @@ impl pb::controller_server::Controller for Controller {
             };
             call.require_controller(Cap::ListSnapshots).await?;
             let page = call
-                .plugin(move |p, s| p.wasmgate_plugin_snapshots().call_list_snapshots(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_snapshots()
+                        .call_list_snapshots(s, &wreq)
+                        .await
+                })
                 .await??;
             Ok(pb::ListSnapshotsResponse {
                 entries: page
@@ -464,7 +486,11 @@ impl pb::controller_server::Controller for Controller {
                 volume_capability: cap,
             };
             let e = call
-                .plugin(move |p, s| p.wasmgate_plugin_controller().call_expand_volume(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_controller()
+                        .call_expand_volume(s, &wreq)
+                        .await
+                })
                 .await??;
             Ok(pb::ControllerExpandVolumeResponse {
                 capacity_bytes: e.capacity_bytes,
@@ -487,9 +513,10 @@ impl pb::controller_server::Controller for Controller {
             required(&req.volume_id, "volume_id")?;
             call.require_controller(Cap::GetVolume).await?;
             let e = call
-                .plugin(move |p, s| {
+                .plugin(async move |p, s| {
                     p.wasmgate_plugin_controller()
                         .call_get_volume(s, &req.volume_id)
+                        .await
                 })
                 .await??;
             let (volume, st) = status(e);
@@ -526,13 +553,10 @@ impl pb::controller_server::Controller for Controller {
                 convert::map(req.mutable_parameters),
                 convert::map(req.secrets),
             );
-            call.plugin(move |p, s| {
-                p.wasmgate_plugin_controller().call_modify_volume(
-                    s,
-                    &req.volume_id,
-                    &params,
-                    &secrets,
-                )
+            call.plugin(async move |p, s| {
+                p.wasmgate_plugin_controller()
+                    .call_modify_volume(s, &req.volume_id, &params, &secrets)
+                    .await
             })
             .await??;
             Ok(pb::ControllerModifyVolumeResponse {})

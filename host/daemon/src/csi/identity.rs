@@ -18,7 +18,11 @@ impl pb::identity_server::Identity for Identity {
         let mut call = self.0.call("GetPluginInfo", &[]);
         let out = async {
             let info = call
-                .plugin(|p, store| p.wasmgate_plugin_identity().call_get_plugin_info(store))
+                .plugin(async |p, store| {
+                    p.wasmgate_plugin_identity()
+                        .call_get_plugin_info(store)
+                        .await
+                })
                 .await??;
             Ok(pb::GetPluginInfoResponse {
                 name: info.name,
@@ -56,7 +60,7 @@ impl pb::identity_server::Identity for Identity {
         let mut call = self.0.call("Probe", &[]);
         let out = async {
             let ready = call
-                .plugin(|p, store| p.wasmgate_plugin_identity().call_probe(store))
+                .plugin(async |p, store| p.wasmgate_plugin_identity().call_probe(store).await)
                 .await??;
             Ok(pb::ProbeResponse { ready: Some(ready) })
         }

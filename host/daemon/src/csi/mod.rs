@@ -107,14 +107,11 @@ pub(crate) struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// Runs `f` in a fresh instance of the current version of the driver.
-    async fn plugin<R, F>(&mut self, f: F) -> Result<R, ServiceError>
-    where
-        F: FnOnce(&StoragePlugin, &mut wasmgate_engine::wasmtime::Store<HostState>) -> Wasm<R>
-            + Send
-            + 'static,
-        R: Send + 'static,
-    {
+    /// Runs `f` on an instance of the current version of the driver.
+    async fn plugin<R>(
+        &mut self,
+        f: impl AsyncFnOnce(&StoragePlugin, &mut wasmgate_engine::wasmtime::Store<HostState>) -> Wasm<R>,
+    ) -> Result<R, ServiceError> {
         let plugin = self.svc.registry.get(&self.svc.plugin)?;
         self.sha256 = Some(plugin.info().sha256.clone());
         Ok(plugin.storage(f).await?)
@@ -129,17 +126,20 @@ impl Call<'_> {
             return Ok(caps.clone());
         }
         let caps = self
-            .plugin(|p, store| {
+            .plugin(async |p, store| {
                 Ok(Caps {
                     plugin: p
                         .wasmgate_plugin_identity()
-                        .call_get_plugin_capabilities(&mut *store)?,
+                        .call_get_plugin_capabilities(&mut *store)
+                        .await?,
                     controller: p
                         .wasmgate_plugin_controller()
-                        .call_get_capabilities(&mut *store)?,
+                        .call_get_capabilities(&mut *store)
+                        .await?,
                     node: p
                         .wasmgate_plugin_node()
-                        .call_get_capabilities(&mut *store)?,
+                        .call_get_capabilities(&mut *store)
+                        .await?,
                 })
             })
             .await?;

@@ -177,7 +177,9 @@ impl pb::node_server::Node for Node {
                 volume_context: convert::map(req.volume_context),
             };
             let plan = call
-                .plugin(move |p, s| p.wasmgate_plugin_node().call_stage_volume(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_node().call_stage_volume(s, &wreq).await
+                })
                 .await??;
             self.0
                 .carry_out(MountKind::Stage, &req.volume_id, &path, false, plan, None)
@@ -219,9 +221,10 @@ impl pb::node_server::Node for Node {
             // kubelet owns the staging directory; only what was mounted on it goes.
             self.0.undo(&path, false).await?;
             let staging = path.to_string_lossy().into_owned();
-            call.plugin(move |p, s| {
+            call.plugin(async move |p, s| {
                 p.wasmgate_plugin_node()
                     .call_unstage_volume(s, &req.volume_id, &staging)
+                    .await
             })
             .await??;
             Ok(pb::NodeUnstageVolumeResponse {})
@@ -296,7 +299,9 @@ impl pb::node_server::Node for Node {
                 volume_context: convert::map(req.volume_context),
             };
             let plan = call
-                .plugin(move |p, s| p.wasmgate_plugin_node().call_publish_volume(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_node().call_publish_volume(s, &wreq).await
+                })
                 .await??;
             self.0
                 .carry_out(
@@ -344,9 +349,10 @@ impl pb::node_server::Node for Node {
             // must not vanish from under a mount that is still live.
             self.0.undo(&path, true).await?;
             let target = path.to_string_lossy().into_owned();
-            call.plugin(move |p, s| {
+            call.plugin(async move |p, s| {
                 p.wasmgate_plugin_node()
                     .call_unpublish_volume(s, &req.volume_id, &target)
+                    .await
             })
             .await??;
             Ok(pb::NodeUnpublishVolumeResponse {})
@@ -378,7 +384,11 @@ impl pb::node_server::Node for Node {
                 staging_target_path: req.staging_target_path,
             };
             let condition = call
-                .plugin(move |p, s| p.wasmgate_plugin_node().call_get_volume_stats(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_node()
+                        .call_get_volume_stats(s, &wreq)
+                        .await
+                })
                 .await??;
             let effects = self.0.mounts.clone();
             let usage = tokio::task::spawn_blocking(move || effects.usage(&path))
@@ -447,7 +457,9 @@ impl pb::node_server::Node for Node {
                 secrets: convert::map(req.secrets),
             };
             let capacity_bytes = call
-                .plugin(move |p, s| p.wasmgate_plugin_node().call_expand_volume(s, &wreq))
+                .plugin(async move |p, s| {
+                    p.wasmgate_plugin_node().call_expand_volume(s, &wreq).await
+                })
                 .await??;
             Ok(pb::NodeExpandVolumeResponse { capacity_bytes })
         }
@@ -477,7 +489,7 @@ impl pb::node_server::Node for Node {
         let mut call = self.0.call("NodeGetInfo", &[]);
         let out = async {
             let info = call
-                .plugin(|p, s| p.wasmgate_plugin_node().call_get_info(s))
+                .plugin(async |p, s| p.wasmgate_plugin_node().call_get_info(s).await)
                 .await??;
             Ok(pb::NodeGetInfoResponse {
                 node_id: info.node_id,

@@ -1,6 +1,7 @@
 //! Test fixture for the host's sandbox limits: a network plugin whose ADD misbehaves as the
 //! `wasi:config` key `mode` says. `trap` panics, `loop` spins forever, `oom` allocates without
-//! bound, anything else succeeds with an empty result and no attachment. DEL, CHECK, STATUS and GC
+//! bound, `count` reports how many ADDs its instance has served (`count-trap` panics on the
+//! third), anything else succeeds with an empty result and no attachment. DEL, CHECK, STATUS and GC
 //! always succeed, so the daemon's other paths can be exercised around a bad ADD.
 
 wit_bindgen::generate!({
@@ -15,6 +16,9 @@ use wasmgate::plugin::cni_types::{
 };
 
 struct Plugin;
+
+/// ADDs this instance has served: what tells a reused instance from a new one.
+static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// A successful ADD that builds nothing; what the fixture wants to report rides in `dns`.
 fn answer(domain: Option<String>, options: Vec<String>) -> AddOutcome {
@@ -48,7 +52,11 @@ impl Guest for Plugin {
     }
 
     fn add(conf: NetConf, _call: Invocation) -> Result<AddOutcome, CniError> {
+        let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         match mode().as_str() {
+            "count" => Ok(answer(Some(calls.to_string()), vec![])),
+            "count-trap" if calls == 3 => panic!("misbehave asked to trap on call 3"),
+            "count-trap" => Ok(answer(Some(calls.to_string()), vec![])),
             "trap" => panic!("misbehave asked to trap"),
             "loop" => {
                 let mut n: u64 = 0;

@@ -587,14 +587,13 @@ fn hook_calls(d: &Daemon, calls: usize) -> Result<()> {
             );
         }
         println!(
-            "  (empty: the dispatch alone, a closure that calls nothing: permit, spawn_blocking, timeout, \
-             idle instance, deadline; guest: the call alone, 100 back to back on one instance)"
+            "  (empty: the dispatch alone, a closure that calls nothing: permit, timeout, idle instance, \
+             deadline; guest: the call alone, 100 back to back on one instance)"
         );
         let plugins: Vec<_> = hooks.into_iter().map(|(_, p)| p).collect();
-        let (empty, phase) = time_phase(&registry, &plugins, calls).await?;
+        let phase = time_phase(&plugins, calls).await?;
         println!(
-            "a pre phase as the chain runs it (both hooks in one Registry::batch; {calls} each, p50 µs): \
-             empty batch {empty:.1}, both pre-hooks {phase:.1}"
+            "a pre phase as the chain runs it (both hooks in turn; {calls} phases, p50 µs): {phase:.1}"
         );
         Ok(())
     })
@@ -637,48 +636,27 @@ pub(crate) fn hook_request() -> wit::Request {
     wit::Request::CreateContainer((pod, container))
 }
 
-async fn time_phase(
-    registry: &Registry,
-    hooks: &[Arc<LoadedPlugin>],
-    calls: usize,
-) -> Result<(f64, f64)> {
-    let bound = Duration::from_secs(5);
-    let phase = || {
-        let (hooks, req) = (hooks.to_vec(), hook_request());
-        registry.batch(bound, move |b| {
-            hooks
-                .iter()
-                .try_for_each(|p| p.runtime_in(b, |h, s| h.call_pre(s, &req).map(|_| ())))
-        })
-    };
-    let (mut e, mut a) = (vec![], vec![]);
+async fn time_phase(hooks: &[Arc<LoadedPlugin>], calls: usize) -> Result<f64> {
+    let req = hook_request();
+    let mut a = vec![];
     for i in 0..calls + BLOCK {
         let t = Instant::now();
-        registry.batch(bound, |_| ()).await?;
-        let empty = t.elapsed();
-        let t = Instant::now();
-        phase().await??;
-        let both = t.elapsed();
+        for p in hooks {
+            p.runtime(async |h, s| h.call_pre(s, &req).await).await?;
+        }
         if i >= BLOCK {
-            e.push(empty);
-            a.push(both);
+            a.push(t.elapsed());
         }
     }
-    Ok((Pct::of(&mut e).p50, Pct::of(&mut a).p50))
+    Ok(Pct::of(&mut a).p50)
 }
 
 async fn time_hook(p: &Arc<LoadedPlugin>, calls: usize) -> Result<(f64, f64, f64, f64, f64)> {
     let req = hook_request();
     let outcome = wit::Outcome::Ok("1".repeat(64));
-    let empty = || p.runtime(|_, _| Ok(()));
-    let pre = || {
-        let r = req.clone();
-        p.runtime(move |h, s| h.call_pre(s, &r).map(|_| ()))
-    };
-    let post = || {
-        let (r, o) = (req.clone(), outcome.clone());
-        p.runtime(move |h, s| h.call_post(s, &r, &o))
-    };
+    let empty = || p.runtime(async |_, _| Ok(()));
+    let pre = || p.runtime(async |h, s| h.call_pre(s, &req).await.map(|_| ()));
+    let post = || p.runtime(async |h, s| h.call_post(s, &req, &outcome).await);
     for _ in 0..BLOCK {
         empty().await?;
         pre().await?;
@@ -704,17 +682,15 @@ async fn time_hook(p: &Arc<LoadedPlugin>, calls: usize) -> Result<(f64, f64, f64
         }
     }
     // The guest alone: 100 calls back to back inside one dispatch, per call.
-    let (r, o) = (req.clone(), outcome.clone());
     let guest = p
-        .runtime(move |h, s| {
-            let hook = h;
+        .runtime(async |hook, s| {
             let (mut pre, mut post) = (vec![], vec![]);
             for _ in 0..100 {
                 let t = Instant::now();
-                hook.call_pre(&mut *s, &r)?;
+                hook.call_pre(&mut *s, &req).await?;
                 pre.push(t.elapsed());
                 let t = Instant::now();
-                hook.call_post(&mut *s, &r, &o)?;
+                hook.call_post(&mut *s, &req, &outcome).await?;
                 post.push(t.elapsed());
             }
             Ok((pre, post))

@@ -7,7 +7,7 @@
 //! - its cached load: a second `Registry`, in its own state dir but on the first one's cache dir,
 //!   loading the same file (the deserialize path a daemon restart takes); the median of a few;
 //! - a typical call on the per-call path the daemon uses: `versions()` through
-//!   `LoadedPlugin::network` (a fresh instance each call) for the network world, `pre` on a
+//!   `LoadedPlugin::network` (an idle instance, reused) for the network world, `pre` on a
 //!   CreateContainer through `LoadedPlugin::runtime` (an idle instance, reused) for runtime hooks;
 //! - the same call on a warm instance with no dispatch around it: `LoadedPlugin::warm_instance`
 //!   for the network world, 50 calls back to back inside one `runtime` dispatch for hooks.
@@ -236,7 +236,7 @@ impl Loaded {
         }
         let (plugin, dir) = last.expect("at least one cached load");
         let warm = match e.world {
-            World::Network => Some(plugin.warm_instance()?),
+            World::Network => Some(plugin.warm_instance().await?),
             _ => None,
         };
         Ok(Self {
@@ -257,9 +257,12 @@ impl Loaded {
     async fn first_answer(&mut self) -> Result<()> {
         self.answer = match self.example.world {
             World::Network => {
-                let fresh = self.plugin.network(|net, s| net.call_versions(s)).await?;
+                let fresh = self
+                    .plugin
+                    .network(async |net, s| net.call_versions(s).await)
+                    .await?;
                 let (store, inst) = self.warm.as_mut().expect("network plugins keep one");
-                let warm = wt(inst.wasmgate_plugin_network().call_versions(store))?;
+                let warm = wt(inst.wasmgate_plugin_network().call_versions(store).await)?;
                 ensure!(
                     fresh == warm,
                     "fresh {fresh:?} and warm {warm:?} versions differ"
@@ -268,7 +271,10 @@ impl Loaded {
             }
             World::Runtime => {
                 let req = crate::cri::hook_request();
-                let d = self.plugin.runtime(move |h, s| h.call_pre(s, &req)).await?;
+                let d = self
+                    .plugin
+                    .runtime(async |h, s| h.call_pre(s, &req).await)
+                    .await?;
                 format!("{d:?}")
             }
             World::Storage => bail!("no storage examples here"),
@@ -283,14 +289,16 @@ impl Loaded {
             World::Network => {
                 for _ in 0..n {
                     let t = Instant::now();
-                    self.plugin.network(|net, s| net.call_versions(s)).await?;
+                    self.plugin
+                        .network(async |net, s| net.call_versions(s).await)
+                        .await?;
                     call.push(t.elapsed());
                 }
                 let (store, inst) = self.warm.as_mut().expect("network plugins keep one");
                 let net = inst.wasmgate_plugin_network();
                 for _ in 0..n {
                     let t = Instant::now();
-                    wt(net.call_versions(&mut *store))?;
+                    wt(net.call_versions(&mut *store).await)?;
                     warm.push(t.elapsed());
                 }
             }
@@ -298,17 +306,18 @@ impl Loaded {
                 let req = crate::cri::hook_request();
                 for _ in 0..n {
                     let t = Instant::now();
-                    let r = req.clone();
-                    self.plugin.runtime(move |h, s| h.call_pre(s, &r)).await?;
+                    self.plugin
+                        .runtime(async |h, s| h.call_pre(s, &req).await)
+                        .await?;
                     call.push(t.elapsed());
                 }
                 warm = self
                     .plugin
-                    .runtime(move |h, s| {
+                    .runtime(async |h, s| {
                         let mut v = Vec::with_capacity(n);
                         for _ in 0..n {
                             let t = Instant::now();
-                            h.call_pre(&mut *s, &req)?;
+                            h.call_pre(&mut *s, &req).await?;
                             v.push(t.elapsed());
                         }
                         Ok(v)
@@ -387,9 +396,7 @@ fn report(all: &[Loaded], pooled: bool, calls: usize, budget: &Budget) {
             vs_rust
         );
     }
-    println!(
-        "  (call: network `versions` through LoadedPlugin::network, a fresh instance each call;"
-    );
+    println!("  (call: network `versions` through LoadedPlugin::network, an idle instance reused;");
     println!(
         "   runtime `pre` on a CreateContainer through LoadedPlugin::runtime, an idle instance reused;"
     );

@@ -10,10 +10,10 @@
 //! Performance is measured here, not in timed tests. These machines are noisy and shared, so an
 //! absolute figure only gives context; what to read is its ratio to the baseline next to it.
 //!
-//! - **a) engine overhead**, in this process: `versions` in a fresh instance through
-//!   `LoadedPlugin::network` (the real per-call path: semaphore, `spawn_blocking`, new store,
-//!   instantiation, epoch deadline) against the same call on a warm instance. Then a
-//!   fresh-instance ADD and DEL through the plugin alone (no netlink), which is mostly durable
+//! - **a) engine overhead**, in this process: `versions` through `LoadedPlugin::network` (the
+//!   real per-call path: semaphore, idle instance, epoch yield, timeout, all on the caller's task),
+//!   and the same with `fresh_instances` (new store and instantiation per call), against the same
+//!   call on a warm instance. Then an ADD and DEL through the plugin alone (no netlink), which is mostly durable
 //!   `wasi:keyvalue` commits, so it runs beside the same with the store on tmpfs, a bare
 //!   `fdatasync`, and the daemon's whole `CniService` with the recording fake for effects.
 //! - **b) a CNI ADD + DEL round trip** as a runtime makes it: `wasmgate-cni` -> daemon -> Wasm ->
@@ -236,16 +236,32 @@ fn engine_overhead(wasm: &Path, sizes: Sizes) -> Result<()> {
             disk.path.display()
         );
 
-        let (fresh, warm) = versions_fresh_vs_warm(&plugin, sizes.engine_iters).await?;
-        let (f, w) = (Stats::of(&fresh), Stats::of(&warm));
+        let mut fresh_spec = PluginSpec::new("bridge-fresh", wasm);
+        fresh_spec.fresh_instances = true;
+        registry.load(fresh_spec).await?;
+        let fresh_plugin = registry.get("bridge-fresh")?;
+        let [reused, fresh, warm] =
+            versions_per_call(&plugin, &fresh_plugin, sizes.engine_iters).await?;
+        let (r, f, w) = (Stats::of(&reused), Stats::of(&fresh), Stats::of(&warm));
         println!("{:<44}{:>12}{:>12}", "", "median µs", "p99 µs");
-        println!("{:<44}{:>12.1}{:>12.1}", "(1) fresh instance + versions", f.median_us(), f.p99_us());
+        println!("{:<44}{:>12.1}{:>12.1}", "(1) per-call path + versions", r.median_us(), r.p99_us());
+        println!("{:<44}{:>12.1}{:>12.1}", "(1b) same, fresh_instances = true", f.median_us(), f.p99_us());
         println!("{:<44}{:>12.2}{:>12.2}", "(2) warm instance, versions", w.median_us(), w.p99_us());
+        println!(
+            "{:<44}{:>11.1}x{:>11.1}x",
+            "    ratio per-call/warm",
+            ratio(r.median, w.median),
+            ratio(r.p99, w.p99)
+        );
         println!(
             "{:<44}{:>11.1}x{:>11.1}x",
             "    ratio fresh/warm",
             ratio(f.median, w.median),
             ratio(f.p99, w.p99)
+        );
+        println!(
+            "    (per-call: the caller's task, permit, idle instance, epoch yield, timeout; fresh adds \
+             a new store and instantiation)"
         );
 
         // The same ADD + DEL with the plugin's store on tmpfs, where fdatasync costs nothing:
@@ -292,16 +308,16 @@ fn engine_overhead(wasm: &Path, sizes: Sizes) -> Result<()> {
         };
         let d = total(&on_disk);
         println!("{:<44}{:>12}{:>12}", "", "median µs", "mean µs");
-        println!("{:<44}{:>12.0}{:>12.0}", "(3) fresh ADD + fresh DEL, plugin only", d.median_us(), d.mean_us());
+        println!("{:<44}{:>12.0}{:>12.0}", "(3) ADD + DEL, plugin only", d.median_us(), d.mean_us());
         parts(&on_disk);
-        // Two fresh `versions` calls: the instance cost an ADD + DEL pays in any case.
-        let two_fresh = f.median * 2;
+        // Two `versions` calls: the dispatch cost an ADD + DEL pays in any case.
+        let two_calls = r.median * 2;
         println!(
             "{:<44}{:>12.0}{:>12}   (3) is {:.1}x this",
-            "    baseline: 2 x fresh versions (1)",
-            two_fresh.as_secs_f64() * 1e6,
+            "    baseline: 2 x versions (1)",
+            two_calls.as_secs_f64() * 1e6,
             "",
-            ratio(d.median, two_fresh)
+            ratio(d.median, two_calls)
         );
         if !on_shm.is_empty() {
             let s = total(&on_shm);
@@ -342,45 +358,57 @@ fn engine_overhead(wasm: &Path, sizes: Sizes) -> Result<()> {
     })
 }
 
-/// Fresh and warm `versions` calls, alternating in blocks so drift hits both alike.
-async fn versions_fresh_vs_warm(
+/// `versions` on the per-call path (an idle instance reused), in a fresh instance each call (a
+/// plugin with `fresh_instances`), and on a warm instance with no dispatch, in turn in blocks so
+/// drift hits all three alike.
+async fn versions_per_call(
     plugin: &Arc<LoadedPlugin>,
+    fresh_plugin: &Arc<LoadedPlugin>,
     iters: usize,
-) -> Result<(Vec<Duration>, Vec<Duration>)> {
-    let (mut store, instance) = plugin.warm_instance()?;
+) -> Result<[Vec<Duration>; 3]> {
+    let (mut store, instance) = plugin.warm_instance().await?;
     let warm_net = instance.wasmgate_plugin_network();
-    let fresh_call = || plugin.network(|net, store| net.call_versions(store));
-    let expected = fresh_call().await?;
+    let reused_call = || plugin.network(async |net, store| net.call_versions(store).await);
+    let fresh_call = || fresh_plugin.network(async |net, store| net.call_versions(store).await);
+    let expected = reused_call().await?;
     ensure!(
         expected.iter().any(|v| v == "1.0.0"),
         "plugin versions {expected:?} lack 1.0.0"
     );
     ensure!(
-        wt(warm_net.call_versions(&mut store))? == expected,
-        "warm and fresh versions differ"
+        wt(warm_net.call_versions(&mut store).await)? == expected
+            && fresh_call().await? == expected,
+        "warm, fresh and reused versions differ"
     );
     for _ in 0..200 {
+        reused_call().await?;
         fresh_call().await?;
-        wt(warm_net.call_versions(&mut store))?;
+        wt(warm_net.call_versions(&mut store).await)?;
     }
     let block = 100.min(iters.max(1));
-    let mut fresh = Vec::with_capacity(iters);
-    let mut warm = Vec::with_capacity(iters);
+    let [mut reused, mut fresh, mut warm] = [0; 3].map(|_| Vec::with_capacity(iters));
     while fresh.len() < iters {
-        for _ in 0..block.min(iters - fresh.len()) {
+        let n = block.min(iters - fresh.len());
+        for _ in 0..n {
+            let t = Instant::now();
+            let v = reused_call().await?;
+            reused.push(t.elapsed());
+            ensure!(v == expected, "versions changed: {v:?}");
+        }
+        for _ in 0..n {
             let t = Instant::now();
             let v = fresh_call().await?;
             fresh.push(t.elapsed());
-            ensure!(v.len() == expected.len(), "fresh versions changed: {v:?}");
+            ensure!(v == expected, "fresh versions changed: {v:?}");
         }
-        for _ in 0..block.min(iters - warm.len()) {
+        for _ in 0..n {
             let t = Instant::now();
-            let v = wt(warm_net.call_versions(&mut store))?;
+            let v = wt(warm_net.call_versions(&mut store).await)?;
             warm.push(t.elapsed());
-            ensure!(v.len() == expected.len(), "warm versions changed: {v:?}");
+            ensure!(v == expected, "warm versions changed: {v:?}");
         }
     }
-    Ok((fresh, warm))
+    Ok([reused, fresh, warm])
 }
 
 /// The daemon's own `CniService` with the recording fake for effects: everything the daemon does
@@ -489,7 +517,7 @@ fn bench_conf() -> wit::NetConf {
     }
 }
 
-/// One ADD then one DEL, each in a fresh instance; the netns is never touched.
+/// One ADD then one DEL on the per-call path; the netns is never touched.
 async fn add_del(plugin: &Arc<LoadedPlugin>, conf: &wit::NetConf, cid: String) -> Result<Trip> {
     let inv = wit::Invocation {
         container_id: cid,
@@ -501,12 +529,12 @@ async fn add_del(plugin: &Arc<LoadedPlugin>, conf: &wit::NetConf, cid: String) -
     let (del_conf, del_inv) = (conf.clone(), inv.clone());
     let t = Instant::now();
     let added = plugin
-        .network(move |net, store| net.call_add(store, &add_conf, &add_inv))
+        .network(async |net, store| net.call_add(store, &add_conf, &add_inv).await)
         .await?;
     let add = t.elapsed();
     let t = Instant::now();
     let deleted = plugin
-        .network(move |net, store| net.call_del(store, &del_conf, &del_inv))
+        .network(async |net, store| net.call_del(store, &del_conf, &del_inv).await)
         .await?;
     let del = t.elapsed();
     let added = added.map_err(|e| {
