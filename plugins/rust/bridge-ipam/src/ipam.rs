@@ -1,6 +1,6 @@
 //! Address allocation in `wasi:keyvalue`, race-free with nothing but `atomics.increment`.
 //!
-//! Every call is a fresh instance and many run at once on one store, so no in-memory lock exists
+//! Calls run in separate instances, many at once on one store, so no in-memory lock exists
 //! and `get`-then-`set` would race. An address belongs to whoever moves its claim counter from 0
 //! to 1. Keys, all under the network name so that networks never collide:
 //!

@@ -1,7 +1,7 @@
 //! `bridge-ipam`: the first example wasmgate network plugin, a Wasm component.
 //!
 //! The wasmgate host (or the stock `wasmtime run -S keyvalue -S config`) calls one export of
-//! `wasmgate:plugin/network` per CNI command, each in a fresh instance. This plugin hands out an
+//! `wasmgate:plugin/network` per CNI command, in any instance. This plugin hands out an
 //! IPv4 address from `podcidr`, keeps the allocation in `wasi:keyvalue`, and answers with a plan
 //! (an [`Attachment`]: veth, optional bridge, addresses, routes) that the host validates and carries
 //! out. It never touches netlink itself.

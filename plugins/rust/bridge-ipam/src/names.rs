@@ -1,6 +1,6 @@
 //! The host-side veth name.
 //!
-//! DEL and CHECK run in fresh instances with no memory of the ADD, so the name must be derivable
+//! DEL and CHECK may run in instances with no memory of the ADD, so the name must be derivable
 //! from the call alone: "wg" + 12 hex digits of FNV-1a-64 over "<container-id>/<ifname>", which is
 //! 14 bytes and fits Linux's 15-byte interface-name limit.
 

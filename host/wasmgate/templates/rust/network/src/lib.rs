@@ -1,8 +1,8 @@
 //! `{{name}}`: a wasmgate network plugin (CNI), a Wasm component of `{{world_id}}`.
 //!
 //! The host (or the stock `wasmtime run -S keyvalue -S config`) calls one export of
-//! `wasmgate:plugin/network` per CNI command, each in a fresh instance, so anything that must
-//! last goes in `wasi:keyvalue`. The plugin never touches netlink: ADD answers with a plan (an
+//! `wasmgate:plugin/network` per CNI command. Any instance may serve any call, and the host may
+//! give each call a new one, so anything that must last goes in `wasi:keyvalue`. The plugin never touches netlink: ADD answers with a plan (an
 //! [`Attachment`]) that the host checks against the call and its grant, then builds.
 //!
 //! What it does, as `wasmgate plugin new` wrote it:
@@ -142,7 +142,7 @@ fn pod_address(call: &Invocation) -> Result<Option<String>, CniError> {
     Ok(Some(ip.clone()))
 }
 
-/// The host end's name: DEL and CHECK run in fresh instances with no memory of the ADD, so it is
+/// The host end's name: DEL and CHECK may run in instances with no memory of the ADD, so it is
 /// derived from the call: `wg` (the daemon's default `host_prefix`) + 12 hex digits of FNV-1a-64
 /// over `<container-id>/<ifname>`, 14 bytes, within Linux's 15.
 fn host_veth_name(container_id: &str, ifname: &str) -> String {
