@@ -17,11 +17,9 @@ use tower::{Service, ServiceExt};
 use wasmgate_engine::Registry;
 use wasmgate_engine::bindings::cri_types::{self as wit, Event};
 use wasmgate_proto::cri::v1 as pb;
-use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
-use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
 
 use super::hooks::{HookError, HookSpec, Hooks};
-use super::upstream::Backend;
+use super::upstream::{Backend, Images, Runtime};
 use super::view::{self, Merged};
 use crate::trace::{CallRecord, HookDecision, Trace, now_ms};
 
@@ -81,16 +79,12 @@ impl CriService {
         }
     }
 
-    fn runtime(&self) -> RuntimeServiceClient<Backend> {
-        RuntimeServiceClient::new(self.backend.clone())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
+    fn runtime(&self) -> Runtime {
+        self.backend.runtime()
     }
 
-    fn images(&self) -> ImageServiceClient<Backend> {
-        ImageServiceClient::new(self.backend.clone())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
+    fn images(&self) -> Images {
+        self.backend.images()
     }
 
     fn record(&self, rec: Rec, status: Option<&Status>) {
@@ -348,7 +342,7 @@ impl CriService {
         event: Event,
         scope: Scope,
         req: Req,
-        call: impl FnOnce(RuntimeServiceClient<Backend>, Req) -> Fut,
+        call: impl FnOnce(Runtime, Req) -> Fut,
     ) -> Result<Resp, Status>
     where
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,

@@ -16,7 +16,8 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
 use wasmgate_proto::cri::v1::{
-    image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer,
+    self as pb, image_service_client::ImageServiceClient, image_service_server::ImageServiceServer,
+    runtime_service_client::RuntimeServiceClient, runtime_service_server::RuntimeServiceServer,
 };
 
 use super::builtin::Builtin;
@@ -37,6 +38,7 @@ pub enum Backend {
     Builtin {
         runtime: RuntimeServiceServer<Builtin>,
         images: ImageServiceServer<Builtin>,
+        builtin: Arc<Builtin>,
     },
 }
 
@@ -48,10 +50,83 @@ impl Backend {
     pub fn builtin(b: Arc<Builtin>) -> Self {
         Self::Builtin {
             runtime: runtime_server(b.clone()),
-            images: images_server(b),
+            images: images_server(b.clone()),
+            builtin: b,
+        }
+    }
+
+    /// The runtime service for the typed (hooked) path.
+    pub fn runtime(&self) -> Runtime {
+        match self {
+            Self::Builtin { builtin, .. } => Runtime::Builtin(builtin.clone()),
+            remote => Runtime::Client(
+                RuntimeServiceClient::new(remote.clone())
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            ),
+        }
+    }
+
+    /// The image service for the typed (hooked) path.
+    pub fn images(&self) -> Images {
+        match self {
+            Self::Builtin { builtin, .. } => Images::Builtin(builtin.clone()),
+            remote => Images::Client(
+                ImageServiceClient::new(remote.clone())
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            ),
         }
     }
 }
+
+/// The runtime service as the hook chain calls it, with decoded messages: over gRPC to a remote
+/// runtime, or straight into the builtin's service methods. The proxy has already decoded the
+/// request, so for the builtin there is nothing to gain from encoding it again, and in a hooked
+/// CreateContainer those extra passes cost more than a hook.
+pub enum Runtime {
+    Client(RuntimeServiceClient<Backend>),
+    Builtin(Arc<Builtin>),
+}
+
+/// The image service, likewise.
+pub enum Images {
+    Client(ImageServiceClient<Backend>),
+    Builtin(Arc<Builtin>),
+}
+
+/// Each typed call: the same method on the generated client or on the builtin's service trait.
+macro_rules! typed_calls {
+    ($ty:ident, $service:path { $($method:ident: $req:ty => $resp:ty,)* }) => {
+        impl $ty {
+            $(
+                pub async fn $method(&mut self, r: $req) -> Result<tonic::Response<$resp>, tonic::Status> {
+                    match self {
+                        Self::Client(c) => c.$method(r).await,
+                        Self::Builtin(b) => <Builtin as $service>::$method(b, tonic::Request::new(r)).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+typed_calls!(Runtime, pb::runtime_service_server::RuntimeService {
+    run_pod_sandbox: pb::RunPodSandboxRequest => pb::RunPodSandboxResponse,
+    stop_pod_sandbox: pb::StopPodSandboxRequest => pb::StopPodSandboxResponse,
+    remove_pod_sandbox: pb::RemovePodSandboxRequest => pb::RemovePodSandboxResponse,
+    pod_sandbox_status: pb::PodSandboxStatusRequest => pb::PodSandboxStatusResponse,
+    create_container: pb::CreateContainerRequest => pb::CreateContainerResponse,
+    start_container: pb::StartContainerRequest => pb::StartContainerResponse,
+    stop_container: pb::StopContainerRequest => pb::StopContainerResponse,
+    remove_container: pb::RemoveContainerRequest => pb::RemoveContainerResponse,
+    list_containers: pb::ListContainersRequest => pb::ListContainersResponse,
+    update_container_resources: pb::UpdateContainerResourcesRequest => pb::UpdateContainerResourcesResponse,
+});
+
+typed_calls!(Images, pb::image_service_server::ImageService {
+    pull_image: pb::PullImageRequest => pb::PullImageResponse,
+});
 
 impl Service<http::Request<Body>> for Backend {
     type Response = http::Response<Body>;
@@ -71,7 +146,9 @@ impl Service<http::Request<Body>> for Backend {
                 let fut = c.call(req);
                 Box::pin(async move { fut.await.map_err(Into::into) })
             }
-            Self::Builtin { runtime, images } => {
+            Self::Builtin {
+                runtime, images, ..
+            } => {
                 // The image service's paths start with its own name; everything else, unknown
                 // services included, gets the runtime service's answer (UNIMPLEMENTED for
                 // strangers), as over a socket.
