@@ -399,23 +399,35 @@ async fn where_time_goes(d: &Daemon, proxy: Channel, pod: &str, n: usize) -> Res
         }
     }
     ensure!(!recs.is_empty(), "no trace records for CreateContainer");
+    // Means add up, so they split the call; p50s show how much of each mean is a few slow calls.
     let k = recs.len() as f64;
     let mean = |f: &dyn Fn(&CallRecord) -> u64| recs.iter().map(f).sum::<u64>() as f64 / k;
+    let p50 = |f: &dyn Fn(&CallRecord) -> u64| {
+        let mut v: Vec<u64> = recs.iter().map(f).collect();
+        v.sort_unstable();
+        v[v.len() / 2] as f64
+    };
+    let row = |what: &str, f: &dyn Fn(&CallRecord) -> u64| {
+        println!("  {what:<62}{:>9.1}{:>9.1}", mean(f), p50(f));
+    };
     let elapsed = mean(&|r| r.elapsed_us);
-    let upstream = mean(&|r| r.upstream_us.unwrap_or(0));
-    let hooks_total = mean(&|r| r.hooks.iter().map(|h| h.elapsed_us).sum());
-    let client_mean = client.iter().sum::<Duration>().as_secs_f64() * 1e6 / client.len() as f64;
+    let mut client_us: Vec<f64> = client.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    let client_mean = client_us.iter().sum::<f64>() / client_us.len() as f64;
+    client_us.sort_by(f64::total_cmp);
     println!(
-        "where a proxied CreateContainer's time goes (means over {} traced calls, followed by the trace stream):",
+        "where a proxied CreateContainer's time goes ({} traced calls, followed by the trace stream):",
         recs.len()
     );
+    println!("  {:<62}{:>9}{:>9}", "", "mean µs", "p50 µs");
     println!(
-        "  {:<62}{:>8.1} µs",
-        "client-side round trip through the proxy", client_mean
+        "  {:<62}{:>9.1}{:>9.1}",
+        "client-side round trip through the proxy",
+        client_mean,
+        client_us[client_us.len() / 2]
     );
-    println!(
-        "  {:<62}{:>8.1} µs",
-        "  in the daemon's handler (decoded request to answer)", elapsed
+    row(
+        "  in the daemon's handler (decoded request to answer)",
+        &|r| r.elapsed_us,
     );
     let mut names: Vec<(String, String)> = Vec::new();
     for r in &recs {
@@ -427,36 +439,34 @@ async fn where_time_goes(d: &Daemon, proxy: Channel, pod: &str, n: usize) -> Res
         }
     }
     for (hook, phase) in &names {
-        let us = mean(&|r| {
-            r.hooks
-                .iter()
-                .filter(|h| &h.hook == hook && &h.phase == phase)
-                .map(|h| h.elapsed_us)
-                .sum()
-        });
         let decision = recs
             .iter()
             .flat_map(|r| &r.hooks)
             .find(|h| &h.hook == hook && &h.phase == phase)
             .map(|h| h.decision.clone())
             .unwrap_or_default();
-        println!(
-            "  {:<62}{:>8.1} µs",
-            format!("    hook {hook} {phase} ({decision})"),
-            us
-        );
+        row(&format!("    hook {hook} {phase} ({decision})"), &|r| {
+            r.hooks
+                .iter()
+                .filter(|h| &h.hook == hook && &h.phase == phase)
+                .map(|h| h.elapsed_us)
+                .sum()
+        });
     }
-    println!(
-        "  {:<62}{:>8.1} µs",
-        "    runtime (upstream_us: the builtin, in process)", upstream
-    );
-    println!(
-        "  {:<62}{:>8.1} µs",
+    row("    runtime (upstream_us: the builtin, in process)", &|r| {
+        r.upstream_us.unwrap_or(0)
+    });
+    row(
         "    the handler's own work (elapsed - hooks - upstream)",
-        elapsed - hooks_total - upstream
+        &|r| {
+            let hooks: u64 = r.hooks.iter().map(|h| h.elapsed_us).sum();
+            r.elapsed_us
+                .saturating_sub(hooks)
+                .saturating_sub(r.upstream_us.unwrap_or(0))
+        },
     );
     println!(
-        "  {:<62}{:>8.1} µs",
+        "  {:<62}{:>9.1}",
         "  outside the handler (gRPC decode/encode, HTTP/2, socket, client)",
         client_mean - elapsed
     );
