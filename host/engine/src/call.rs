@@ -220,6 +220,11 @@ fn settle<R>(
 /// accumulates in its memory (fragmentation, caches, leaks) stays bounded.
 const MAX_USES: u32 = 10_000;
 
+/// Instances of one plugin version kept waiting at most: a burst of concurrent calls (30 CNI
+/// ADDs at once) would otherwise leave as many idle, each holding its linear memory, tens of
+/// MiB for an interpreter such as CPython's. Calls beyond these instantiate.
+const IDLE_PER_PLUGIN: usize = 4;
+
 /// An instance kept between calls, with its store.
 pub(crate) struct Warm<I> {
     store: Store<HostState>,
@@ -256,17 +261,19 @@ impl<I> Idle<I> {
         Some(w)
     }
 
-    /// Keeps `w` for a later call, unless the engine's idle slots are all taken.
+    /// Keeps `w` for a later call, unless this plugin already has [`IDLE_PER_PLUGIN`] waiting or
+    /// the engine's idle slots are all taken.
     fn put(&self, engine: &WasmEngine, w: Warm<I>) {
+        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        if warm.len() >= IDLE_PER_PLUGIN {
+            return;
+        }
         let slots = engine.idle.clone();
         if slots.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= crate::engine::IDLE_SLOTS {
             slots.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        self.warm
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((w, IdleSlot(slots)));
+        warm.push((w, IdleSlot(slots)));
     }
 }
 
