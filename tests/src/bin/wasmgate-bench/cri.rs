@@ -551,7 +551,7 @@ async fn burst(chans: &[Channel], pod: &str, tag: &str, run: Duration) -> Result
 
 /// Hook calls in this process: one at a time through the engine's per-call path
 /// (`LoadedPlugin::runtime`), split into the dispatch around the guest and the guest call itself;
-/// then a whole phase as the daemon's hook chain runs it, both hooks in one `Registry::batch`.
+/// then a whole phase as the daemon's hook chain runs it, both hooks in turn.
 fn hook_calls(d: &Daemon, calls: usize) -> Result<()> {
     // The daemon runs its calls on a multi-threaded runtime; so does this.
     let rt = tokio::runtime::Builder::new_multi_thread()
