@@ -48,6 +48,18 @@ fn table_def(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(name)
 }
 
+/// Runs `f`, which waits on the disk (a durable commit's fdatasync). Guests run on the caller's
+/// tokio worker (see [`crate::call`]); on a multi-threaded runtime the worker's other tasks move
+/// to another thread for the wait, so one plugin's commits do not stall the calls queued behind
+/// it. Elsewhere (a single-threaded runtime, no runtime) `f` just runs.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 impl KvStore {
     /// Opens (or creates) the store at `path`, recovering it if the last writer was killed.
     pub fn open(path: &Path) -> Result<Self, String> {
@@ -74,13 +86,15 @@ impl KvStore {
         table: &str,
         f: impl FnOnce(&mut redb::Table<&'static str, &'static [u8]>) -> Result<R, KvError>,
     ) -> Result<R, KvError> {
-        let txn = self.db.begin_write().map_err(other)?;
-        let out = {
-            let mut t = txn.open_table(table_def(table)).map_err(other)?;
-            f(&mut t)?
-        };
-        txn.commit().map_err(other)?;
-        Ok(out)
+        off_worker(|| {
+            let txn = self.db.begin_write().map_err(other)?;
+            let out = {
+                let mut t = txn.open_table(table_def(table)).map_err(other)?;
+                f(&mut t)?
+            };
+            txn.commit().map_err(other)?;
+            Ok(out)
+        })
     }
 
     pub fn set(&self, table: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
