@@ -182,6 +182,35 @@ async fn instances_are_reused_until_a_call_fails_or_the_plugin_asks_for_fresh_on
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// After a burst of overlapping calls, only a few of its instances wait to be reused: each holds
+/// its memory. 8 calls overlap (each sleeps in a host call), then 8 more: 4 of those find an
+/// instance left by the first burst, the rest start new ones.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_leaves_at_most_four_idle_instances() {
+    let dir = std::env::temp_dir().join(unique("wg-engine-"));
+    let reg = registry(&dir);
+    reg.load(misbehave("count-slow", 2000, 64)).await.unwrap();
+    let burst = || async {
+        let c = || count(&reg, "mis-count-slow");
+        let r = tokio::join!(c(), c(), c(), c(), c(), c(), c(), c());
+        [r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7].map(|r| r.unwrap())
+    };
+    let started = Instant::now();
+    let first = burst().await;
+    let took = started.elapsed();
+    assert!(first.iter().all(|c| c == "1"), "8 new instances: {first:?}");
+    // One thread, yet the sleeps overlap: a guest waiting in a host call suspends its fiber.
+    assert!(
+        took < Duration::from_millis(600),
+        "8 sleeps of 100 ms took {took:?}"
+    );
+    let second = burst().await;
+    let reused = second.iter().filter(|c| *c == "2").count();
+    assert_eq!(reused, 4, "second burst: {second:?}");
+    assert_eq!(second.iter().filter(|c| *c == "1").count(), 4, "{second:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Guests run on the caller's task, so a spinning one must not hold its thread: on a runtime with
 /// a single thread, other plugins' calls go on while it spins, and its timeout still fires.
 #[tokio::test(flavor = "current_thread")]

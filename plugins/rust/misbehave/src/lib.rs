@@ -1,7 +1,7 @@
 //! Test fixture for the host's sandbox limits: a network plugin whose ADD misbehaves as the
 //! `wasi:config` key `mode` says. `trap` panics, `loop` spins forever, `oom` allocates without
 //! bound, `count` reports how many ADDs its instance has served (`count-trap` panics on the
-//! third), anything else succeeds with an empty result and no attachment. DEL, CHECK, STATUS and GC
+//! third, `count-slow` first sleeps 100 ms, so that calls overlap), anything else succeeds with an empty result and no attachment. DEL, CHECK, STATUS and GC
 //! always succeed, so the daemon's other paths can be exercised around a bad ADD.
 
 wit_bindgen::generate!({
@@ -57,6 +57,10 @@ impl Guest for Plugin {
             "count" => Ok(answer(Some(calls.to_string()), vec![])),
             "count-trap" if calls == 3 => panic!("misbehave asked to trap on call 3"),
             "count-trap" => Ok(answer(Some(calls.to_string()), vec![])),
+            "count-slow" => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                Ok(answer(Some(calls.to_string()), vec![]))
+            }
             "trap" => panic!("misbehave asked to trap"),
             "loop" => {
                 let mut n: u64 = 0;
