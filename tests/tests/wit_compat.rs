@@ -12,88 +12,27 @@ use std::time::Duration;
 use tonic::Code;
 use wasmgate_daemon::trace::CallRecord;
 use wasmgate_proto::cri::v1 as pb;
-use wasmgate_tests::cri::{self, Im, Rt};
+use wasmgate_tests::cri::{self, Rt};
 use wasmgate_tests::{Daemon, plugin, sha256, wait_for_iterations};
 
 const V0_1: &str = "wasmgate:plugin/runtime-hook@0.1.0";
 const V0_2: &str = "wasmgate:plugin/runtime-hook@0.2.0";
 
-fn pod_config(name: &str) -> pb::PodSandboxConfig {
-    pb::PodSandboxConfig {
-        metadata: Some(pb::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        ..Default::default()
-    }
-}
-
+/// A busybox container in working directory `working_dir`, privileged or not: what the 0.2.0
+/// hook-workdir and the 0.1.0 policy judge.
 fn container_config(name: &str, working_dir: &str, privileged: bool) -> pb::ContainerConfig {
     pb::ContainerConfig {
-        metadata: Some(pb::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(pb::ImageSpec {
-            image: "busybox".into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
         working_dir: working_dir.into(),
-        linux: Some(pb::LinuxContainerConfig {
-            security_context: Some(pb::LinuxContainerSecurityContext {
-                privileged,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..cri::secured_container(name, privileged, &[])
     }
-}
-
-async fn pod_with_image(rt: &mut Rt, im: &mut Im, name: &str) -> String {
-    im.pull_image(pb::PullImageRequest {
-        image: Some(pb::ImageSpec {
-            image: "busybox".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    rt.run_pod_sandbox(pb::RunPodSandboxRequest {
-        config: Some(pod_config(name)),
-        runtime_handler: String::new(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .pod_sandbox_id
 }
 
 async fn create(rt: &mut Rt, pod: &str, c: pb::ContainerConfig) -> Result<String, tonic::Status> {
-    rt.create_container(pb::CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(c),
-        sandbox_config: Some(pod_config("p")),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
+    cri::create(rt, pod, cri::pod_config("p", "default"), c).await
 }
 
 async fn annotations(rt: &mut Rt, cid: &str) -> std::collections::HashMap<String, String> {
-    rt.container_status(pb::ContainerStatusRequest {
-        container_id: cid.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
-    .annotations
+    cri::container_status(rt, cid).await.annotations
 }
 
 /// What each hook decided in the next CreateContainer record, as `hook: decision`.
@@ -132,7 +71,7 @@ async fn hooks_of_both_wit_versions_share_one_chain() {
     assert_eq!(d.listed("workdir")["world"], V0_2);
 
     let (mut rt, mut im) = cri::clients(&d.cri_socket()).await;
-    let pod = pod_with_image(&mut rt, &mut im, "compat").await;
+    let pod = cri::pod_with_busybox(&mut rt, &mut im, "compat").await;
     let trace = cri::follow(&d, cri::cri_calls(Some("CreateContainer")));
 
     // The 0.2.0 hook sees the working dir; the 0.1.0 hook's adjustment still lands.
@@ -291,7 +230,7 @@ async fn a_hook_swapped_to_a_newer_wit_version_and_back_loses_no_call() {
     let first = d.listed("hook");
     assert_eq!(first["world"], V0_1, "{first}");
     let (mut rt, mut im) = cri::clients(&d.cri_socket()).await;
-    let pod = pod_with_image(&mut rt, &mut im, "swap").await;
+    let pod = cri::pod_with_busybox(&mut rt, &mut im, "swap").await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Seen::default());
