@@ -34,7 +34,7 @@ use wasmgate_tests::{Daemon, plugin};
 use wasmgate_engine::bindings::cri_types as wit;
 use wasmgate_engine::{EngineConfig, LoadedPlugin, PluginSpec, Registry, WasmEngine, World};
 
-use crate::{Sizes, TempDir, copy_dir, read_trimmed};
+use crate::{Sizes, TempDir, copy_dir, loadavg, verdict};
 
 type Rt = RuntimeServiceClient<Channel>;
 
@@ -111,14 +111,6 @@ async fn connect(sock: &Path) -> Result<Channel> {
     wasmgate_proto::unix_channel(sock)
         .await
         .with_context(|| format!("connect to {}", sock.display()))
-}
-
-fn loadavg() -> String {
-    read_trimmed("/proc/loadavg")
-        .split(' ')
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn pod_config(name: &str) -> pb::PodSandboxConfig {
@@ -352,10 +344,6 @@ async fn latency(
         );
     }
     Ok(())
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "MET" } else { "MISSED" }
 }
 
 /// Follows the daemon's trace for `n` proxied CreateContainers and splits their time.

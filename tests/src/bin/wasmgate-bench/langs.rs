@@ -29,7 +29,7 @@ use wasmgate_engine::{
 };
 use wasmgate_tests::{lang, repo};
 
-use crate::{Stats, TempDir, ratio, read_trimmed, wt};
+use crate::{Stats, TempDir, loadavg, ratio, verdict, wt};
 
 /// One example plugin: its source is `plugins/<lang, lower-cased>/<name>`, and `build` returns
 /// its component (building it first if the harness finds it missing or stale).
@@ -466,16 +466,4 @@ fn ms(d: Duration) -> f64 {
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "MET" } else { "MISSED" }
-}
-
-fn loadavg() -> String {
-    read_trimmed("/proc/loadavg")
-        .split(' ')
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -1233,6 +1233,20 @@ impl Stats {
     }
 }
 
+/// What a target line prints.
+fn verdict(ok: bool) -> &'static str {
+    if ok { "MET" } else { "MISSED" }
+}
+
+/// The 1, 5 and 15 minute load averages, printed beside figures taken on a shared machine.
+fn loadavg() -> String {
+    read_trimmed("/proc/loadavg")
+        .split(' ')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A wasmtime error as an anyhow one (wasmtime's own error type does not convert by `?`).
 fn wt<T>(r: wasmgate_engine::wasmtime::Result<T>) -> Result<T> {
     r.map_err(|e| anyhow!("warm instance call failed: {e:#}"))
