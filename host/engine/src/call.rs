@@ -98,7 +98,10 @@ where
         .acquire()
         .await
         .map_err(|_| CallError::Shutdown)?;
-    match tokio::time::timeout(ctx.limits.timeout, call(ctx, idle, instantiate, f)).await {
+    // Boxed, so that a caller's future (a gRPC handler's, a hook chain's) does not carry and
+    // move wasmtime's call state with its own at every poll and hand-over.
+    let call = Box::pin(call(ctx, idle, instantiate, f));
+    match tokio::time::timeout(ctx.limits.timeout, call).await {
         Ok(out) => out,
         Err(_) => Err(CallError::Timeout {
             plugin: ctx.plugin.clone(),

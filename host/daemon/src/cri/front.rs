@@ -179,7 +179,9 @@ impl CriService {
     {
         let svc = tower::service_fn(move |r: tonic::Request<Req>| {
             let (f, me) = (f.clone(), self.clone());
-            async move { f(me, r.into_inner()).await.map(tonic::Response::new) }
+            // Boxed: a hooked handler's future was 39 KB (the request, its views, the hook
+            // chain, the runtime call), and tonic's layers moved it whole several times a call.
+            async move { Box::pin(f(me, r.into_inner())).await.map(tonic::Response::new) }
         });
         let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default())
             .apply_max_message_size_config(Some(MAX_MESSAGE), Some(MAX_MESSAGE));

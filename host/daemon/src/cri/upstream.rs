@@ -102,7 +102,9 @@ macro_rules! typed_calls {
             $(
                 pub async fn $method(&mut self, r: $req) -> Result<tonic::Response<$resp>, tonic::Status> {
                     match self {
-                        Self::Client(c) => c.$method(r).await,
+                        // Boxed: tonic's client future is some 18 KiB, which every hooked
+                        // handler's future would otherwise carry and move.
+                        Self::Client(c) => Box::pin(c.$method(r)).await,
                         Self::Builtin(b) => <Builtin as $service>::$method(b, tonic::Request::new(r)).await,
                     }
                 }
