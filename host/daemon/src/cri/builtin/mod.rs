@@ -106,6 +106,9 @@ impl Builtin {
     /// subscribers see them in the order the state changed.
     fn with<R>(&self, f: impl FnOnce(&mut State) -> Result<R, Status>) -> Result<R, Status> {
         let mut st = self.lock();
+        // Counted under the lock: a subscriber that arrives later sees only later events, as
+        // it would if these had been sent.
+        st.publish = self.events.receiver_count() > 0;
         let out = f(&mut st);
         for ev in st.pending.drain(..) {
             // No subscriber is not an error.
@@ -140,6 +143,9 @@ struct State {
     pod_cidr: String,
     /// Events queued by the current operation; [`Builtin::with`] publishes them.
     pending: Vec<pb::ContainerEventResponse>,
+    /// Whether anyone follows `GetContainerEvents` now. An event carries the statuses of all
+    /// its pod's containers, which no one needs built when no one listens.
+    publish: bool,
 }
 
 struct Pod {
@@ -347,6 +353,9 @@ impl State {
     /// Queues a lifecycle event for `id` (a container, or the sandbox itself) in pod `pod_id`,
     /// carrying the pod's status and the statuses of its containers as they are now.
     fn event(&mut self, id: &str, pod_id: &str, kind: pb::ContainerEventType) {
+        if !self.publish {
+            return;
+        }
         let created_at = self.now();
         let (pod_status, statuses) = match self.pods.get(pod_id) {
             Some(pod) => (
