@@ -98,7 +98,7 @@ pub fn bench(sizes: Sizes) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(throughput(&proxy_sock, &direct_sock, &pod, sizes.cri_run))?;
+    rt.block_on(throughput(&daemon, &proxy_sock, &direct_sock, &pod, sizes.cri_run))?;
     println!(
         "load average at end: {}; section d) took {:.1} s",
         loadavg(),
@@ -463,7 +463,14 @@ async fn where_time_goes(d: &Daemon, proxy: Channel, pod: &str, n: usize) -> Res
 
 /// `TASKS` clients on `CONNECTIONS` connections per side, each doing CreateContainer +
 /// RemoveContainer pairs, the sides alternating in slices of [`SLICE`] until each has run `run`.
-async fn throughput(proxy_sock: &Path, direct_sock: &Path, pod: &str, run: Duration) -> Result<()> {
+async fn throughput(
+    daemon: &Daemon,
+    proxy_sock: &Path,
+    direct_sock: &Path,
+    pod: &str,
+    run: Duration,
+) -> Result<()> {
+    let pid = daemon.pid().context("the daemon is not running")?;
     let mut proxy = Vec::new();
     let mut direct = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -475,11 +482,18 @@ async fn throughput(proxy_sock: &Path, direct_sock: &Path, pod: &str, run: Durat
     burst(&direct, pod, "wd", Duration::from_millis(100)).await?;
     let slices = ((run.as_secs_f64() / SLICE.as_secs_f64()).round() as usize).max(1);
     let (mut pn, mut dn) = ((0, Duration::ZERO), (0, Duration::ZERO));
+    // The daemon's own CPU time on each side: the clients share its two cores here.
+    let (mut p_cpu, mut d_cpu) = (Duration::ZERO, Duration::ZERO);
     for i in 0..slices {
+        let before = cpu_time(pid)?;
         let p = burst(&proxy, pod, &format!("p{i}-"), SLICE).await?;
+        let between = cpu_time(pid)?;
         let d = burst(&direct, pod, &format!("d{i}-"), SLICE).await?;
+        let after = cpu_time(pid)?;
         pn = (pn.0 + p.0, pn.1 + p.1);
         dn = (dn.0 + d.0, dn.1 + d.1);
+        p_cpu += between - before;
+        d_cpu += after - between;
     }
     let rate = |(n, t): (u64, Duration)| n as f64 / t.as_secs_f64();
     let (pr, dr) = (rate(pn), rate(dn));
@@ -504,7 +518,33 @@ async fn throughput(proxy_sock: &Path, direct_sock: &Path, pod: &str, run: Durat
         pr / dr,
         verdict(pr >= TARGET_HOOKED_PER_S)
     );
+    // Per pair: what one CreateContainer (hooked) and its RemoveContainer cost the daemon.
+    let per_pair = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
+    let (pp, dp) = (per_pair(p_cpu, pn.0), per_pair(d_cpu, dn.0));
+    println!(
+        "  the daemon's CPU per CreateContainer + RemoveContainer: directly {dp:.0} µs, through the proxy {pp:.0} µs ({:.2}x)",
+        pp / dp
+    );
+    println!(
+        "  so one daemon core, with the clients elsewhere, would serve about {:.0} CreateContainer/s directly and {:.0} through the proxy",
+        1e6 / dp,
+        1e6 / pp
+    );
     Ok(())
+}
+
+/// A process's user + system CPU time so far, from `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name, field 2, may hold spaces; the fields after its ')' are fixed.
+    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Result<u64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse()?)
+    };
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    let ticks = tick(11)? + tick(12)?;
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// Runs the clients for `run`; returns the CreateContainers done and the time they took (each
