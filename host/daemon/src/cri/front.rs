@@ -18,7 +18,7 @@ use wasmgate_engine::Registry;
 use wasmgate_engine::bindings::cri_types::{self as wit, Event};
 use wasmgate_proto::cri::v1 as pb;
 
-use super::hooks::{HookError, HookSpec, Hooks};
+use super::hooks::{HookError, HookSpec, Hooks, Subscribed};
 use super::upstream::{Backend, Images, Runtime};
 use super::view::{self, Merged};
 use crate::trace::{CallRecord, HookDecision, Trace, now_ms};
@@ -181,7 +181,11 @@ impl CriService {
             let (f, me) = (f.clone(), self.clone());
             // Boxed: a hooked handler's future was 39 KB (the request, its views, the hook
             // chain, the runtime call), and tonic's layers moved it whole several times a call.
-            async move { Box::pin(f(me, r.into_inner())).await.map(tonic::Response::new) }
+            async move {
+                Box::pin(f(me, r.into_inner()))
+                    .await
+                    .map(tonic::Response::new)
+            }
         });
         let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default())
             .apply_max_message_size_config(Some(MAX_MESSAGE), Some(MAX_MESSAGE));
@@ -225,7 +229,7 @@ impl CriService {
     async fn hooked<Req, Resp, Fut>(
         &self,
         mut rec: Rec,
-        hooks: Vec<HookSpec>,
+        hooks: Vec<Subscribed>,
         view: wit::Request,
         mut req: Req,
         apply: impl FnOnce(&Merged, &mut Req) -> Result<(), String>,
@@ -265,7 +269,7 @@ impl CriService {
 
     /// The hooks that will see `event`, asked once per call; a skipped fail-open hook is noted
     /// in the call's record.
-    async fn subscribed(&self, event: Event, rec: &mut Rec) -> Vec<HookSpec> {
+    async fn subscribed(&self, event: Event, rec: &mut Rec) -> Vec<Subscribed> {
         self.hooks.subscribed(event, &mut rec.hooks).await
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmgate_engine::bindings::cri_types::{Adjustment, Decision, Event, Outcome, Request};
-use wasmgate_engine::{CallError, Registry};
+use wasmgate_engine::{CallError, LoadedPlugin, Registry};
 
 use super::view::Merged;
 use crate::config::FailurePolicy;
@@ -32,6 +32,14 @@ pub enum HookError {
     },
 }
 
+/// A hook that wants the call's event, looked up once per call: its pre and post run on the
+/// same loaded version even when a new one is swapped in between.
+#[derive(Clone)]
+pub struct Subscribed {
+    spec: HookSpec,
+    plugin: Result<Arc<LoadedPlugin>, String>,
+}
+
 /// Hook name to (loaded version, its subscriptions).
 type Subscriptions = HashMap<String, (u64, Arc<Vec<Event>>)>;
 
@@ -53,11 +61,19 @@ impl Hooks {
 
     /// The hooks that want `event`, in order. A hook whose subscriptions cannot be read is
     /// included when fail-closed (so the call fails on it, visibly) and skipped when fail-open.
-    pub async fn subscribed(&self, event: Event, seen: &mut Vec<HookDecision>) -> Vec<HookSpec> {
+    pub async fn subscribed(&self, event: Event, seen: &mut Vec<HookDecision>) -> Vec<Subscribed> {
         let mut out = Vec::new();
         for h in &self.chain {
-            match self.subscriptions(&h.name).await {
-                Ok(events) if events.contains(&event) => out.push(h.clone()),
+            let plugin = self.registry.get(&h.name).map_err(|e| e.to_string());
+            let subs = match &plugin {
+                Ok(p) => self.subscriptions(&h.name, p).await,
+                Err(e) => Err(e.clone()),
+            };
+            match subs {
+                Ok(events) if events.contains(&event) => out.push(Subscribed {
+                    spec: h.clone(),
+                    plugin,
+                }),
                 Ok(_) => {}
                 Err(e) if h.failure == FailurePolicy::Open => seen.push(HookDecision {
                     hook: h.name.clone(),
@@ -65,7 +81,10 @@ impl Hooks {
                     decision: format!("skipped (fail-open): {e}"),
                     elapsed_us: 0,
                 }),
-                Err(_) => out.push(h.clone()),
+                Err(_) => out.push(Subscribed {
+                    spec: h.clone(),
+                    plugin,
+                }),
             }
         }
         out
@@ -75,8 +94,11 @@ impl Hooks {
         self.chain.is_empty()
     }
 
-    async fn subscriptions(&self, hook: &str) -> Result<Arc<Vec<Event>>, String> {
-        let plugin = self.registry.get(hook).map_err(|e| e.to_string())?;
+    async fn subscriptions(
+        &self,
+        hook: &str,
+        plugin: &LoadedPlugin,
+    ) -> Result<Arc<Vec<Event>>, String> {
         let generation = plugin.info().generation;
         if let Some((g, subs)) = self
             .subs
@@ -103,19 +125,19 @@ impl Hooks {
     /// merged adjustments.
     pub async fn pre(
         &self,
-        hooks: &[HookSpec],
+        hooks: &[Subscribed],
         req: &Request,
         seen: &mut Vec<HookDecision>,
     ) -> Result<Merged, HookError> {
         let mut merged = Merged::default();
-        for h in hooks {
+        for Subscribed { spec: h, plugin } in hooks {
             let started = Instant::now();
-            let out = match self.registry.get(&h.name) {
+            let out = match plugin {
                 Ok(p) => p
                     .runtime(async |hook, s| hook.call_pre(s, req).await)
                     .await
                     .map_err(HookCallError::Call),
-                Err(e) => Err(HookCallError::Engine(e.to_string())),
+                Err(e) => Err(HookCallError::Engine(e.clone())),
             };
             let mut record = |what: String| seen.push(decision(h, "pre", what, started.elapsed()));
             match out {
@@ -152,19 +174,19 @@ impl Hooks {
     /// has already happened.
     pub async fn post(
         &self,
-        hooks: &[HookSpec],
+        hooks: &[Subscribed],
         req: &Request,
         outcome: &Outcome,
         seen: &mut Vec<HookDecision>,
     ) {
-        for h in hooks {
+        for Subscribed { spec: h, plugin } in hooks {
             let started = Instant::now();
-            let out = match self.registry.get(&h.name) {
+            let out = match plugin {
                 Ok(p) => p
                     .runtime(async |hook, s| hook.call_post(s, req, outcome).await)
                     .await
                     .map_err(HookCallError::Call),
-                Err(e) => Err(HookCallError::Engine(e.to_string())),
+                Err(e) => Err(HookCallError::Engine(e.clone())),
             };
             let what = match out {
                 Ok(()) => "ok".to_string(),

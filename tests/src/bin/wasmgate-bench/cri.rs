@@ -98,7 +98,13 @@ pub fn bench(sizes: Sizes) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(throughput(&daemon, &proxy_sock, &direct_sock, &pod, sizes.cri_run))?;
+    rt.block_on(throughput(
+        &daemon,
+        &proxy_sock,
+        &direct_sock,
+        &pod,
+        sizes.cri_run,
+    ))?;
     println!(
         "load average at end: {}; section d) took {:.1} s",
         loadavg(),
@@ -539,9 +545,8 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     // The command name, field 2, may hold spaces; the fields after its ')' are fixed.
     let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| -> Result<u64> {
-        Ok(fields.get(i).context("short /proc stat")?.parse()?)
-    };
+    let tick =
+        |i: usize| -> Result<u64> { Ok(fields.get(i).context("short /proc stat")?.parse()?) };
     // utime and stime are fields 14 and 15; `rest` starts at field 3.
     let ticks = tick(11)? + tick(12)?;
     Ok(Duration::from_millis(ticks * 10))
