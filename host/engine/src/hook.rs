@@ -12,7 +12,9 @@
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use crate::bindings::{RUNTIME_WORLD, RUNTIME_WORLD_V0_2, cri_types, v0_1, v0_2};
+use crate::bindings::{
+    RUNTIME_WORLD, RUNTIME_WORLD_V0_2, RUNTIME_WORLD_V0_3, cri_types, v0_1, v0_2, v0_3,
+};
 use crate::host::HostState;
 
 use cri_types::{Decision, Event, Outcome, Request};
@@ -22,15 +24,16 @@ use cri_types::{Decision, Event, Outcome, Request};
 pub(crate) enum HookPre {
     V0_1(v0_1::RuntimeHookPre<HostState>),
     V0_2(v0_2::RuntimeHookPre<HostState>),
+    V0_3(v0_3::RuntimeHookPre<HostState>),
 }
 
 impl HookPre {
     /// Looks up the hook's exports for the version the component was judged to fit.
     pub(crate) fn new(pre: InstancePre<HostState>, world: &str) -> wasmtime::Result<Self> {
-        Ok(if world == RUNTIME_WORLD_V0_2 {
-            HookPre::V0_2(v0_2::RuntimeHookPre::new(pre)?)
-        } else {
-            HookPre::V0_1(v0_1::RuntimeHookPre::new(pre)?)
+        Ok(match world {
+            RUNTIME_WORLD_V0_3 => HookPre::V0_3(v0_3::RuntimeHookPre::new(pre)?),
+            RUNTIME_WORLD_V0_2 => HookPre::V0_2(v0_2::RuntimeHookPre::new(pre)?),
+            _ => HookPre::V0_1(v0_1::RuntimeHookPre::new(pre)?),
         })
     }
 
@@ -38,6 +41,7 @@ impl HookPre {
         Ok(match self {
             HookPre::V0_1(p) => Hook::V0_1(p.instantiate_async(store).await?),
             HookPre::V0_2(p) => Hook::V0_2(p.instantiate_async(store).await?),
+            HookPre::V0_3(p) => Hook::V0_3(p.instantiate_async(store).await?),
         })
     }
 
@@ -46,6 +50,7 @@ impl HookPre {
         match self {
             HookPre::V0_1(_) => RUNTIME_WORLD,
             HookPre::V0_2(_) => RUNTIME_WORLD_V0_2,
+            HookPre::V0_3(_) => RUNTIME_WORLD_V0_3,
         }
     }
 }
@@ -62,11 +67,18 @@ impl From<v0_2::RuntimeHookPre<HostState>> for HookPre {
     }
 }
 
+impl From<v0_3::RuntimeHookPre<HostState>> for HookPre {
+    fn from(p: v0_3::RuntimeHookPre<HostState>) -> Self {
+        HookPre::V0_3(p)
+    }
+}
+
 /// One instance of a runtime hook, of whichever version; its calls take and give the newest
 /// types.
 pub enum Hook {
     V0_1(v0_1::RuntimeHook),
     V0_2(v0_2::RuntimeHook),
+    V0_3(v0_3::RuntimeHook),
 }
 
 impl Hook {
@@ -75,6 +87,7 @@ impl Hook {
         match self {
             Hook::V0_1(_) => RUNTIME_WORLD,
             Hook::V0_2(_) => RUNTIME_WORLD_V0_2,
+            Hook::V0_3(_) => RUNTIME_WORLD_V0_3,
         }
     }
 
@@ -91,7 +104,24 @@ impl Hook {
                 .map(up::event)
                 .collect(),
             Hook::V0_2(h) => h.wasmgate_plugin_hook().call_subscriptions(store).await?,
+            Hook::V0_3(h) => h.wasmgate_plugin_hook().call_subscriptions(store).await?,
         })
+    }
+
+    /// The events whose outcome the hook wants in `post`: before 0.3.0, every event it
+    /// subscribes to.
+    pub async fn call_post_subscriptions(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Vec<Event>> {
+        match self {
+            Hook::V0_3(h) => {
+                h.wasmgate_plugin_hook()
+                    .call_post_subscriptions(store)
+                    .await
+            }
+            Hook::V0_1(_) | Hook::V0_2(_) => self.call_subscriptions(store).await,
+        }
     }
 
     pub async fn call_pre(
@@ -106,6 +136,7 @@ impl Hook {
                     .await?,
             ),
             Hook::V0_2(h) => h.wasmgate_plugin_hook().call_pre(store, req).await?,
+            Hook::V0_3(h) => h.wasmgate_plugin_hook().call_pre(store, req).await?,
         })
     }
 
@@ -122,6 +153,11 @@ impl Hook {
                     .await
             }
             Hook::V0_2(h) => {
+                h.wasmgate_plugin_hook()
+                    .call_post(store, req, outcome)
+                    .await
+            }
+            Hook::V0_3(h) => {
                 h.wasmgate_plugin_hook()
                     .call_post(store, req, outcome)
                     .await

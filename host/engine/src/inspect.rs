@@ -30,9 +30,9 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, LinkerInstance, ResourceType};
 
 use crate::bindings::{
-    NETWORK_WORLD, NetworkPluginPre, RUNTIME_WORLD, RUNTIME_WORLD_V0_2, RUNTIME_WORLDS,
-    STORAGE_WORLD, StoragePluginPre, cni_network, csi_controller, csi_identity, csi_node,
-    csi_snapshots, v0_1, v0_2,
+    NETWORK_WORLD, NetworkPluginPre, RUNTIME_WORLD, RUNTIME_WORLD_V0_2, RUNTIME_WORLD_V0_3,
+    RUNTIME_WORLDS, STORAGE_WORLD, StoragePluginPre, cni_network, csi_controller, csi_identity,
+    csi_node, csi_snapshots, v0_1, v0_2, v0_3,
 };
 use crate::engine::{WasmEngine, sha256_hex};
 use crate::hook::HookPre;
@@ -125,11 +125,12 @@ pub struct WorldFit {
 }
 
 /// The worlds and versions this host serves. A new WIT version goes beside the old one here.
-const WORLDS: [(World, &str); 4] = [
+const WORLDS: [(World, &str); 5] = [
     (World::Network, NETWORK_WORLD),
     (World::Storage, STORAGE_WORLD),
     (World::Runtime, RUNTIME_WORLD),
     (World::Runtime, RUNTIME_WORLD_V0_2),
+    (World::Runtime, RUNTIME_WORLD_V0_3),
 ];
 
 /// Compiles `bytes` (uncached) and reports what the component imports and exports and which
@@ -301,6 +302,10 @@ fn needs(world: &str) -> Vec<Need> {
         RUNTIME_WORLD_V0_2 => vec![Need {
             export: "wasmgate:plugin/hook@0.2.0",
             functions: |p| v0_2::cri_hook::GuestIndices::new(p).map(drop),
+        }],
+        RUNTIME_WORLD_V0_3 => vec![Need {
+            export: "wasmgate:plugin/hook@0.3.0",
+            functions: |p| v0_3::cri_hook::GuestIndices::new(p).map(drop),
         }],
         _ => Vec::new(),
     }

@@ -18,7 +18,7 @@ use wasmgate_engine::Registry;
 use wasmgate_engine::bindings::cri_types::{self as wit, Event};
 use wasmgate_proto::cri::v1 as pb;
 
-use super::hooks::{HookError, HookSpec, Hooks, Subscribed};
+use super::hooks::{Chain, HookError, HookSpec, Hooks};
 use super::upstream::{Backend, Images, Runtime};
 use super::view::{self, Merged};
 use crate::trace::{CallRecord, HookDecision, Trace, now_ms};
@@ -229,7 +229,7 @@ impl CriService {
     async fn hooked<Req, Resp, Fut>(
         &self,
         mut rec: Rec,
-        hooks: Vec<Subscribed>,
+        hooks: Chain,
         view: wit::Request,
         mut req: Req,
         apply: impl FnOnce(&Merged, &mut Req) -> Result<(), String>,
@@ -242,7 +242,7 @@ impl CriService {
         let out = async {
             let merged = self
                 .hooks
-                .pre(&hooks, &view, &mut rec.hooks)
+                .pre(&hooks.pre, &view, &mut rec.hooks)
                 .await
                 .map_err(hook_status)?;
             if !merged.is_empty() {
@@ -254,13 +254,13 @@ impl CriService {
             out.map_err(|s| self.upstream_status(s))
         }
         .await;
-        if !hooks.is_empty() {
+        if !hooks.post.is_empty() {
             let outcome = match &out {
                 Ok(resp) => wit::Outcome::Ok(id_of(resp)),
                 Err(s) => wit::Outcome::Failed((s.code() as u32, s.message().to_string())),
             };
             self.hooks
-                .post(&hooks, &view, &outcome, &mut rec.hooks)
+                .post(&hooks.post, &view, &outcome, &mut rec.hooks)
                 .await;
         }
         self.record(rec, out.as_ref().err());
@@ -269,7 +269,7 @@ impl CriService {
 
     /// The hooks that will see `event`, asked once per call; a skipped fail-open hook is noted
     /// in the call's record.
-    async fn subscribed(&self, event: Event, rec: &mut Rec) -> Vec<Subscribed> {
+    async fn subscribed(&self, event: Event, rec: &mut Rec) -> Chain {
         self.hooks.subscribed(event, &mut rec.hooks).await
     }
 

@@ -40,8 +40,28 @@ pub struct Subscribed {
     plugin: Result<Arc<LoadedPlugin>, String>,
 }
 
+/// The hooks one call goes through: those that judge its request, and those that want its
+/// outcome, each in configured order.
+#[derive(Default)]
+pub struct Chain {
+    pub pre: Vec<Subscribed>,
+    pub post: Vec<Subscribed>,
+}
+
+impl Chain {
+    pub fn is_empty(&self) -> bool {
+        self.pre.is_empty() && self.post.is_empty()
+    }
+}
+
+/// What a hook asked to see: requests (`subscriptions`) and outcomes (`post-subscriptions`).
+struct Events {
+    pre: Vec<Event>,
+    post: Vec<Event>,
+}
+
 /// Hook name to (loaded version, its subscriptions).
-type Subscriptions = HashMap<String, (u64, Arc<Vec<Event>>)>;
+type Subscriptions = HashMap<String, (u64, Arc<Events>)>;
 
 pub struct Hooks {
     registry: Arc<Registry>,
@@ -59,35 +79,42 @@ impl Hooks {
         }
     }
 
-    /// The hooks that want `event`, in order. A hook whose subscriptions cannot be read is
-    /// included when fail-closed (so the call fails on it, visibly) and skipped when fail-open.
-    pub async fn subscribed(&self, event: Event, seen: &mut Vec<HookDecision>) -> Vec<Subscribed> {
-        let mut out = Vec::new();
+    /// The hooks that want `event`, in order, before and after the runtime. A hook whose
+    /// subscriptions cannot be read is included in both when fail-closed (so the call fails on
+    /// it, visibly) and skipped when fail-open.
+    pub async fn subscribed(&self, event: Event, seen: &mut Vec<HookDecision>) -> Chain {
+        let mut chain = Chain::default();
         for h in &self.chain {
             let plugin = self.registry.get(&h.name).map_err(|e| e.to_string());
             let subs = match &plugin {
                 Ok(p) => self.subscriptions(&h.name, p).await,
                 Err(e) => Err(e.clone()),
             };
-            match subs {
-                Ok(events) if events.contains(&event) => out.push(Subscribed {
-                    spec: h.clone(),
-                    plugin,
-                }),
-                Ok(_) => {}
-                Err(e) if h.failure == FailurePolicy::Open => seen.push(HookDecision {
-                    hook: h.name.clone(),
-                    phase: "pre".into(),
-                    decision: format!("skipped (fail-open): {e}"),
-                    elapsed_us: 0,
-                }),
-                Err(_) => out.push(Subscribed {
-                    spec: h.clone(),
-                    plugin,
-                }),
+            let (pre, post) = match subs {
+                Ok(events) => (events.pre.contains(&event), events.post.contains(&event)),
+                Err(e) if h.failure == FailurePolicy::Open => {
+                    seen.push(HookDecision {
+                        hook: h.name.clone(),
+                        phase: "pre".into(),
+                        decision: format!("skipped (fail-open): {e}"),
+                        elapsed_us: 0,
+                    });
+                    (false, false)
+                }
+                Err(_) => (true, true),
+            };
+            let hook = Subscribed {
+                spec: h.clone(),
+                plugin,
+            };
+            if pre {
+                chain.pre.push(hook.clone());
+            }
+            if post {
+                chain.post.push(hook);
             }
         }
-        out
+        chain
     }
 
     pub fn is_empty(&self) -> bool {
@@ -98,7 +125,7 @@ impl Hooks {
         &self,
         hook: &str,
         plugin: &LoadedPlugin,
-    ) -> Result<Arc<Vec<Event>>, String> {
+    ) -> Result<Arc<Events>, String> {
         let generation = plugin.info().generation;
         if let Some((g, subs)) = self
             .subs
@@ -110,7 +137,12 @@ impl Hooks {
             return Ok(subs.clone());
         }
         let subs = plugin
-            .runtime(async |h, s| h.call_subscriptions(s).await)
+            .runtime(async |h, s| {
+                Ok(Events {
+                    pre: h.call_subscriptions(s).await?,
+                    post: h.call_post_subscriptions(s).await?,
+                })
+            })
             .await
             .map_err(|e| e.to_string())?;
         let subs = Arc::new(subs);

@@ -265,7 +265,7 @@ impl World {
     fn wit_version(self) -> &'static str {
         match self {
             World::Network | World::Storage => "0.1.0",
-            World::Runtime => "0.2.0",
+            World::Runtime => "0.3.0",
         }
     }
 

@@ -1,11 +1,11 @@
 /*
- * `{{name}}`: the decision of a wasmgate CRI runtime hook (`{{world_id}}`), with no bindings,
- * so the unit tests build it natively. src/hook.c wires it to the world.
+ * `{{name}}`: the events and the decision of a wasmgate CRI runtime hook (`{{world_id}}`), with
+ * no bindings, so the unit tests build them natively. src/hook.c wires them to the world.
  *
- * What it does, as `wasmgate plugin new` wrote it: it allows every new container, adding one
- * container annotation when the `wasi:config` key `annotation` holds `KEY=VALUE`. A malformed
- * value denies the call, naming the key, rather than letting a container start without what the
- * operator asked for.
+ * What it does, as `wasmgate plugin new` wrote it: it subscribes to `create-container`, and
+ * allows every new container, adding one container annotation when the `wasi:config` key
+ * `annotation` holds `KEY=VALUE`. A malformed value denies the call, naming the key, rather than
+ * letting a container start without what the operator asked for. It wants no outcomes.
  */
 #ifndef DECIDE_H
 #define DECIDE_H
@@ -14,6 +14,19 @@
 #include <stdint.h>
 
 #define PLUGIN_NAME "{{name}}"
+
+/*
+ * The events the hook asks for, each list a macro that applies EVENT to every event's name in
+ * wit/runtime.wit's `event` enum, written as the bindings' WASMGATE_PLUGIN_CRI_TYPES_EVENT_*
+ * constants end: src/hook.c builds the exported lists from these and the unit tests read them,
+ * with no enum of the events to keep in step with the WIT.
+ *
+ * SUBSCRIPTIONS: the events whose requests `pre` judges.
+ * POST_SUBSCRIPTIONS: the events whose outcome `post` wants. None: `post` does nothing with an
+ * outcome, and a hook that only judges requests costs nothing after the runtime answers.
+ */
+#define SUBSCRIPTIONS(EVENT) EVENT(CREATE_CONTAINER)
+#define POST_SUBSCRIPTIONS(EVENT)
 
 /* The `wasi:config` key: `KEY=VALUE`, an annotation for every new container. */
 #define ANNOTATION_KEY "annotation"

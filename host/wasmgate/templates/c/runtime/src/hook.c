@@ -1,10 +1,12 @@
 /*
  * `{{name}}`: a wasmgate CRI runtime hook, the exports of `wasmgate:plugin/hook` for the world
  * `{{world_id}}` (wit/runtime.wit) over the C bindings that wit-bindgen generates into
- * target/bindings/ (runtime_hook.h), and `wasi:config/store`. The decision is in decide.c.
+ * target/bindings/ (runtime_hook.h), and `wasi:config/store`. The events are in decide.h, the
+ * decision in decide.c.
  *
- * The host's CRI proxy asks `subscriptions()` once per loaded version, then calls `pre` before
- * the runtime sees a subscribed call (allow, deny or adjust it) and `post` after it answered.
+ * The host's CRI proxy asks for two lists of events once per loaded version: `subscriptions()`,
+ * the calls `pre` judges before the runtime sees them (allow, deny or adjust them), and
+ * `post-subscriptions()`, the calls whose outcome `post` sees after the runtime answered.
  * The host may reuse an instance after a call succeeds, so anything that must last goes in
  * `wasi:keyvalue`, and nothing may leak.
  *
@@ -154,11 +156,27 @@ static void free_request(wasmgate_plugin_cri_types_request_t *req) {
 
 /* ---- the exports -------------------------------------------------------------------------- */
 
+#define COUNT_EVENT(name) +1
+#define APPEND_EVENT(name) ret->ptr[ret->len++] = WASMGATE_PLUGIN_CRI_TYPES_EVENT_##name;
+
+/* Returns LIST, one of decide.h's, through `ret`. The post-return glue frees a list that is not
+ * empty; an empty one allocates nothing, as malloc(0) may give NULL (which xmalloc takes for
+ * running out) or a pointer that the glue never frees. */
+#define RETURN_EVENTS(LIST)                                                                  \
+    do {                                                                                     \
+        size_t n = 0 LIST(COUNT_EVENT);                                                      \
+        ret->ptr = n > 0 ? xmalloc(n * sizeof *ret->ptr) : NULL;                             \
+        ret->len = 0;                                                                        \
+        LIST(APPEND_EVENT)                                                                   \
+    } while (0)
+
 void exports_wasmgate_plugin_hook_subscriptions(exports_wasmgate_plugin_hook_list_event_t *ret) {
-    /* Freed by the post-return glue. */
-    ret->ptr = xmalloc(sizeof *ret->ptr);
-    ret->ptr[0] = WASMGATE_PLUGIN_CRI_TYPES_EVENT_CREATE_CONTAINER;
-    ret->len = 1;
+    RETURN_EVENTS(SUBSCRIPTIONS);
+}
+
+void exports_wasmgate_plugin_hook_post_subscriptions(
+    exports_wasmgate_plugin_hook_list_event_t *ret) {
+    RETURN_EVENTS(POST_SUBSCRIPTIONS);
 }
 
 void exports_wasmgate_plugin_hook_pre(exports_wasmgate_plugin_hook_request_t *req,
@@ -204,7 +222,8 @@ void exports_wasmgate_plugin_hook_pre(exports_wasmgate_plugin_hook_request_t *re
 
 void exports_wasmgate_plugin_hook_post(exports_wasmgate_plugin_hook_request_t *req,
                                        exports_wasmgate_plugin_hook_outcome_t *outcome) {
-    /* Nothing to do after the call, but both arguments are ours to free. */
+    /* The world requires it, though the host calls it for no event while POST_SUBSCRIPTIONS is
+     * empty; a call would still own both arguments, and free them. */
     free_request(req);
     exports_wasmgate_plugin_hook_outcome_free(outcome);
 }

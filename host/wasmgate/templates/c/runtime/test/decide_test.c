@@ -24,7 +24,13 @@ static int eq(decide_buf b, const char *want) {
     return b.len == strlen(want) && (b.len == 0 || memcmp(b.ptr, want, b.len) == 0);
 }
 
-static void allows_without_the_key(void) {
+/* A list of decide.h as one string: its events' names, each followed by a space. */
+#define EVENT_NAME(name) #name " "
+
+static void subscribes_to_new_containers_and_allows_them_without_the_key(void) {
+    CHECK(strcmp("" SUBSCRIPTIONS(EVENT_NAME), "CREATE_CONTAINER ") == 0);
+    CHECK(strcmp("" POST_SUBSCRIPTIONS(EVENT_NAME), "") == 0);
+
     setting s = {SETTING_UNSET, NULL, 0};
     decision d;
     decide(&s, &d);
@@ -72,8 +78,8 @@ static void denies_a_malformed_key_naming_it(void) {
 }
 
 int main(void) {
-    void (*tests[])(void) = {allows_without_the_key, annotates_with_the_key,
-                             denies_a_malformed_key_naming_it};
+    void (*tests[])(void) = {subscribes_to_new_containers_and_allows_them_without_the_key,
+                             annotates_with_the_key, denies_a_malformed_key_naming_it};
     int n = sizeof tests / sizeof tests[0], failed = 0;
     for (int i = 0; i < n; i++) {
         int before = failed_checks;

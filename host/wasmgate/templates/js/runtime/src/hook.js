@@ -4,7 +4,7 @@
 // What it does, as `wasmgate plugin new` wrote it: it subscribes to `create-container`, and
 // allows every new container, adding one container annotation when the `wasi:config` key
 // `annotation` holds `KEY=VALUE`. A malformed value denies the call, naming the key, rather than
-// letting a container start without what the operator asked for.
+// letting a container start without what the operator asked for. It wants no outcomes.
 
 export const NAME = '{{name}}';
 
@@ -13,9 +13,17 @@ export const ANNOTATION = 'annotation';
 
 export const ALLOW = Object.freeze({ tag: 'allow' });
 
-/** The events the hook is called for. */
+/** The events whose requests `pre` judges. */
 export function subscriptions() {
   return ['create-container'];
+}
+
+/**
+ * The events whose outcome `post` wants. None: `post` does nothing with an outcome, and a hook
+ * that only judges requests costs nothing after the runtime answers.
+ */
+export function postSubscriptions() {
+  return [];
 }
 
 /**

@@ -1,8 +1,9 @@
 // `{{name}}`: a wasmgate CRI runtime hook, the component's entry point for the world
 // `{{world_id}}` (wit/runtime.wit).
 //
-// The host's CRI proxy asks `subscriptions()` once per loaded version, then calls `pre` before
-// the runtime sees a subscribed call (allow, deny or adjust it) and `post` after it answered.
+// The host's CRI proxy asks for two lists of events once per loaded version: `subscriptions()`,
+// the calls `pre` judges before the runtime sees them (allow, deny or adjust them), and
+// `post-subscriptions()`, the calls whose outcome `post` sees after the runtime answered.
 // The host may reuse an instance after a call succeeds, so anything that must last goes in
 // `wasi:keyvalue`. This file is only the wiring; the decision is in hook.js. componentize-js
 // evaluates this module once, at build time, so nothing here may read the config at top level.
@@ -28,15 +29,22 @@ const wasiSettings = {
   },
 };
 
-// The exported interface `wasmgate:plugin/hook`, by its bare name.
+// The exported interface `wasmgate:plugin/hook`, by its bare name; jco names its functions in
+// lowerCamelCase (`post-subscriptions` is `postSubscriptions`).
 export const hook = {
   subscriptions() {
     return logic.subscriptions();
+  },
+
+  postSubscriptions() {
+    return logic.postSubscriptions();
   },
 
   pre(req) {
     return logic.pre(req, wasiSettings);
   },
 
+  // The world requires it, though the host calls it for no event while postSubscriptions() is
+  // empty.
   post(_req, _outcome) {},
 };

@@ -3,9 +3,19 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ALLOW, NAME, annotate, decide, pre } from '../src/hook.js';
+import {
+  ALLOW,
+  NAME,
+  annotate,
+  decide,
+  postSubscriptions,
+  pre,
+  subscriptions,
+} from '../src/hook.js';
 
-test('allows without the key', () => {
+test('subscribes to new containers, and allows them without the key', () => {
+  assert.deepEqual(subscriptions(), ['create-container']);
+  assert.deepEqual(postSubscriptions(), []);
   assert.deepEqual(decide(undefined), ALLOW);
 });
 

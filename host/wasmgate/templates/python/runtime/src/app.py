@@ -1,7 +1,8 @@
 """`{{name}}`: a wasmgate CRI runtime hook, a Wasm component of `{{world_id}}`.
 
-The host's CRI proxy asks `subscriptions()` once per loaded version, then calls `pre` before the
-runtime sees a subscribed call (allow, deny or adjust it) and `post` after it answered. The host
+The host's CRI proxy asks for two lists of events once per loaded version: `subscriptions()`,
+the calls `pre` judges before the runtime sees them (allow, deny or adjust them), and
+`post-subscriptions()`, the calls whose outcome `post` sees after the runtime answered. The host
 may reuse an instance after a call succeeds, so anything that must last goes in
 `wasi:keyvalue`. An exception escaping a method traps the instance: the host then fails the call
 (or lets it through, for a hook configured `failure = "open"`).
@@ -9,7 +10,7 @@ may reuse an instance after a call succeeds, so anything that must last goes in
 What it does, as `wasmgate plugin new` wrote it: it subscribes to `create-container`, and allows
 every new container, adding one container annotation when the `wasi:config` key `annotation`
 holds `KEY=VALUE`. A malformed value denies the call, naming the key, rather than letting a
-container start without what the operator asked for.
+container start without what the operator asked for. It wants no outcomes.
 
 See wasmgate's `plugins/rust/hook-policy` and `plugins/rust/hook-inject` for more.
 """
@@ -45,6 +46,11 @@ class Hook(wit_world.exports.Hook):
     def subscriptions(self) -> List[Event]:
         return [Event.CREATE_CONTAINER]
 
+    def post_subscriptions(self) -> List[Event]:
+        # None: `post` does nothing with an outcome, and a hook that only judges requests costs
+        # nothing after the runtime answers.
+        return []
+
     def pre(self, req: Request) -> Decision:
         if isinstance(req, Request_CreateContainer):
             # Read on every call: an operator may change the key between calls.
@@ -56,6 +62,8 @@ class Hook(wit_world.exports.Hook):
         return Decision_Allow()
 
     def post(self, req: Request, outcome: Outcome) -> None:
+        # The world requires it, though the host calls it for no event while
+        # `post_subscriptions` is empty.
         pass
 
 

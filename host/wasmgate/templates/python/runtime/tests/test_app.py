@@ -2,13 +2,15 @@
 
 import unittest
 
-from wit_world.imports.cri_types import Decision_Adjust, Decision_Allow, Decision_Deny
+from wit_world.imports.cri_types import Decision_Adjust, Decision_Allow, Decision_Deny, Event
 
 import app
 
 
 class HookTest(unittest.TestCase):
-    def test_allows_without_the_key(self) -> None:
+    def test_subscribes_to_new_containers_and_allows_them_without_the_key(self) -> None:
+        self.assertEqual(app.Hook().subscriptions(), [Event.CREATE_CONTAINER])
+        self.assertEqual(app.Hook().post_subscriptions(), [])
         self.assertEqual(app.decide(None), Decision_Allow())
 
     def test_annotates_with_the_key(self) -> None:

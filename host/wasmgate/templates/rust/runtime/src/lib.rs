@@ -1,14 +1,15 @@
 //! `{{name}}`: a wasmgate CRI runtime hook, a Wasm component of `{{world_id}}`.
 //!
-//! The host's CRI proxy asks `subscriptions()` once per loaded version, then calls `pre` before
-//! the runtime sees a subscribed call (allow, deny or adjust it) and `post` after it answered.
-//! The host may reuse an instance after a call succeeds, so anything that must last goes in
-//! `wasi:keyvalue`.
+//! The host's CRI proxy asks for two lists of events once per loaded version:
+//! `subscriptions()`, the calls `pre` judges before the runtime sees them (allow, deny or adjust
+//! them), and `post-subscriptions()`, the calls whose outcome `post` sees after the runtime
+//! answered. The host may reuse an instance after a call succeeds, so anything that must last
+//! goes in `wasi:keyvalue`.
 //!
 //! What it does, as `wasmgate plugin new` wrote it: it subscribes to `create-container`, and
 //! allows every new container, adding one container annotation when the `wasi:config` key
 //! `annotation` holds `KEY=VALUE`. A malformed value denies the call, naming the key, rather than
-//! letting a container start without what the operator asked for.
+//! letting a container start without what the operator asked for. It wants no outcomes.
 //!
 //! See wasmgate's `plugins/rust/hook-policy` and `plugins/rust/hook-inject` for more.
 
@@ -36,6 +37,12 @@ impl Guest for Hook {
         vec![Event::CreateContainer]
     }
 
+    /// None: `post` does nothing with an outcome, and a hook that only judges requests costs
+    /// nothing after the runtime answers.
+    fn post_subscriptions() -> Vec<Event> {
+        Vec::new()
+    }
+
     fn pre(req: Request) -> Decision {
         match req {
             // Read on every call: an operator may change the key between calls.
@@ -44,6 +51,8 @@ impl Guest for Hook {
         }
     }
 
+    // The world requires it, though the host calls it for no event while `post_subscriptions`
+    // is empty.
     fn post(_req: Request, _outcome: Outcome) {}
 }
 
@@ -98,7 +107,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn allows_without_the_key() {
+    fn subscribes_to_new_containers_and_allows_them_without_the_key() {
+        assert_eq!(Hook::subscriptions(), [Event::CreateContainer]);
+        assert_eq!(Hook::post_subscriptions(), []);
         assert_eq!(decide(Ok(None)), Decision::Allow);
     }
 
