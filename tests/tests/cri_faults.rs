@@ -736,10 +736,11 @@ async fn trace_filter_shows_only_the_method_asked_for() {
                 && pre.decision.contains("annotations wasmgate.io/node"),
             "{pre:?}"
         );
+        // hook-inject (0.3.0) wants no outcome, so it is not called after the runtime.
         assert!(
-            rec.hooks
+            !rec.hooks
                 .iter()
-                .any(|h| h.hook == "inject" && h.phase == "post" && h.decision == "ok"),
+                .any(|h| h.hook == "inject" && h.phase == "post"),
             "{rec:?}"
         );
         let up = rec.upstream_us.expect("upstream_us");

@@ -119,18 +119,18 @@ impl Drop for TempDir {
 
 #[test]
 fn each_example_plugin_fits_its_own_world() {
-    for (name, world) in [
-        ("bridge-ipam", "network"),
-        ("hostpath-csi", "storage"),
-        ("hook-inject", "runtime"),
-        ("hook-policy", "runtime"),
+    for (name, world, version) in [
+        ("bridge-ipam", "network", "0.1.0"),
+        ("hostpath-csi", "storage", "0.1.0"),
+        ("hook-inject", "runtime", "0.3.0"),
+        ("hook-policy", "runtime", "0.3.0"),
     ] {
         let (ok, report) = report(&plugin(name));
         assert!(ok, "{name}: {report}");
         assert_eq!(fitting(&report), [world], "{name}: {report}");
         assert_eq!(
             report["packages"],
-            json!(["wasmgate:plugin@0.1.0"]),
+            json!([format!("wasmgate:plugin@{version}")]),
             "{name}"
         );
         assert!(

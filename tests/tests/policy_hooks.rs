@@ -247,7 +247,7 @@ fn pod(namespace: &str) -> String {
 fn container(privileged: bool, add: &[&str]) -> String {
     let add: Vec<String> = add.iter().map(|c| format!("{c:?}")).collect();
     format!(
-        r#"{{id: "", name: "c", image: "busybox", command: [], args: [], env: [], mounts: [], devices: [], resources: none, security: {{privileged: {privileged}, run-as-user: none, add-capabilities: [{}], drop-capabilities: [], readonly-rootfs: false}}, labels: [], annotations: []}}"#,
+        r#"{{id: "", name: "c", image: "busybox", command: [], args: [], env: [], mounts: [], devices: [], resources: none, security: {{privileged: {privileged}, run-as-user: none, add-capabilities: [{}], drop-capabilities: [], readonly-rootfs: false}}, labels: [], annotations: [], working-dir: ""}}"#,
         add.join(", ")
     )
 }
@@ -291,6 +291,7 @@ fn cli_checks(component: PathBuf) {
     };
     let cases: Vec<(Vec<&str>, String, String)> = vec![
         (vec![], "subscriptions()".into(), "[create-container]".into()),
+        (vec![], "post-subscriptions()".into(), "[]".into()),
         (
             vec!["-S", "config-var=allowed-namespaces=kube-system"],
             format!("pre({})", create_request("default", true, &[])),

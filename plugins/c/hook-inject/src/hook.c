@@ -1,7 +1,7 @@
 /*
- * hook-inject in C: the exports of `wasmgate:plugin/hook@0.1.0` (world
- * `wasmgate:plugin/runtime-hook@0.1.0`, wit/runtime.wit) over the C bindings that wit-bindgen
- * generates into target/bindings/ (runtime_hook.h), and `wasi:config/store` behind
+ * hook-inject in C: the exports of `wasmgate:plugin/hook@0.3.0` (world
+ * `wasmgate:plugin/runtime-hook@0.3.0`, wit/v0.3.0/runtime.wit) over the C bindings that
+ * wit-bindgen generates into target/bindings/ (runtime_hook.h), and `wasi:config/store` behind
  * inject_settings. The decision itself is in inject.c.
  *
  * Ownership, as the generated bindings define it:
@@ -135,6 +135,7 @@ static void free_container(wasmgate_plugin_cri_types_container_t *c) {
     free_string_list(&c->security.drop_capabilities);
     free_string_map(&c->labels);
     free_string_map(&c->annotations);
+    runtime_hook_string_free(&c->working_dir);
 }
 
 static void free_request(wasmgate_plugin_cri_types_request_t *req) {
@@ -178,6 +179,14 @@ void exports_wasmgate_plugin_hook_subscriptions(exports_wasmgate_plugin_hook_lis
     ret->ptr = xmalloc(sizeof *ret->ptr);
     ret->ptr[0] = WASMGATE_PLUGIN_CRI_TYPES_EVENT_CREATE_CONTAINER;
     ret->len = 1;
+}
+
+void exports_wasmgate_plugin_hook_post_subscriptions(
+    exports_wasmgate_plugin_hook_list_event_t *ret) {
+    /* None: the hook only adjusts, so the host need not call post() after the runtime answers.
+     * An empty list owns no allocation (the post-return glue frees only when len > 0). */
+    ret->ptr = NULL;
+    ret->len = 0;
 }
 
 /* A one-entry string map holding (key, value), both moved in. */
@@ -232,8 +241,9 @@ void exports_wasmgate_plugin_hook_pre(exports_wasmgate_plugin_hook_request_t *re
 
 void exports_wasmgate_plugin_hook_post(exports_wasmgate_plugin_hook_request_t *req,
                                        exports_wasmgate_plugin_hook_outcome_t *outcome) {
-    /* Nothing to do after the call, but both arguments are ours to free. The generated outcome
-     * free is complete (a string, or a u32 and a string). */
+    /* Nothing to do after the call, and post_subscriptions() keeps the host from calling this;
+     * but the world requires the export, and a direct call's arguments are ours to free. The
+     * generated outcome free is complete (a string, or a u32 and a string). */
     free_request(req);
     exports_wasmgate_plugin_hook_outcome_free(outcome);
 }

@@ -1,5 +1,5 @@
 // hook-policy, in JavaScript: the component's entry point for the world
-// `wasmgate:plugin/runtime-hook@0.1.0` (wit/runtime.wit at the repository root).
+// `wasmgate:plugin/runtime-hook@0.3.0` (wit/v0.3.0/runtime.wit at the repository root).
 //
 // This file is only the wiring: it exports the `hook` interface and hands `wasi:config/store`
 // to the pure policy in policy.js, as lib.rs does for the Rust hook. componentize-js bundles the
@@ -26,10 +26,15 @@ const wasiSettings = {
   },
 };
 
-// The exported interface `wasmgate:plugin/hook@0.1.0`, by its bare name.
+// The exported interface `wasmgate:plugin/hook@0.3.0`, by its bare name; jco names its
+// functions in lowerCamelCase (`post-subscriptions` is `postSubscriptions`).
 export const hook = {
   subscriptions() {
     return policy.subscriptions();
+  },
+
+  postSubscriptions() {
+    return policy.postSubscriptions();
   },
 
   // Read the config on every call: the host may reuse an instance, and an operator may have
@@ -38,6 +43,7 @@ export const hook = {
     return policy.pre(req, wasiSettings);
   },
 
-  // Nothing to do after the call: this hook only decides.
+  // Nothing to do after the call: this hook only decides. postSubscriptions() is empty, so the
+  // host never calls this; the world still requires the export.
   post(_req, _outcome) {},
 };

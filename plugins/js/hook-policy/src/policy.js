@@ -35,6 +35,11 @@ export function subscriptions() {
   return ['create-container'];
 }
 
+/** None: the hook only decides, so the host need not call `post` after the runtime answers. */
+export function postSubscriptions() {
+  return [];
+}
+
 /**
  * The pre-hook. `settings.get(key)` returns the value, `undefined` when the key is not set, and
  * throws (any error; its message is the reason) when the store cannot be read.

@@ -12,6 +12,7 @@ import {
   DENY_CAPABILITIES,
   capability,
   list,
+  postSubscriptions,
   pre,
   rustDebugString,
   splitList,
@@ -61,6 +62,7 @@ const container = (privileged, add = []) => ({
   },
   labels: [],
   annotations: [],
+  workingDir: '',
 });
 
 const create = (ns, privileged, add) => ({
@@ -72,6 +74,10 @@ const deny = (val) => ({ tag: 'deny', val });
 
 test('subscribes to create-container only', () => {
   assert.deepEqual(subscriptions(), ['create-container']);
+});
+
+test('wants no post call', () => {
+  assert.deepEqual(postSubscriptions(), []);
 });
 
 test('an ordinary container is allowed without reading the config', () => {

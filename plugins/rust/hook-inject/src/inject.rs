@@ -123,6 +123,7 @@ mod tests {
             },
             labels: vec![],
             annotations: vec![],
+            working_dir: String::new(),
         }
     }
 

@@ -17,8 +17,8 @@ mod inject;
 mod settings;
 
 wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "wasmgate:plugin/runtime-hook@0.1.0",
+    path: "../../../wit/v0.3.0",
+    world: "wasmgate:plugin/runtime-hook@0.3.0",
     generate_all,
     // Tests compare decisions whole.
     additional_derives: [PartialEq],
@@ -33,6 +33,11 @@ struct Hook;
 impl Guest for Hook {
     fn subscriptions() -> Vec<Event> {
         inject::subscriptions()
+    }
+
+    /// None: `post` has nothing to do, and the host skips it for events not listed here.
+    fn post_subscriptions() -> Vec<Event> {
+        Vec::new()
     }
 
     fn pre(req: Request) -> Decision {

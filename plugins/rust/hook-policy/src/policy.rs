@@ -127,6 +127,7 @@ mod tests {
             },
             labels: vec![],
             annotations: vec![],
+            working_dir: String::new(),
         }
     }
 
