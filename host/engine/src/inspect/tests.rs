@@ -137,16 +137,16 @@ fn fitting(report: &Report) -> Vec<World> {
 
 #[test]
 fn example_plugins_fit_their_own_world_only() {
-    for (plugin_name, world) in [
-        ("bridge-ipam", World::Network),
-        ("hostpath-csi", World::Storage),
-        ("hook-inject", World::Runtime),
+    for (plugin_name, world, version) in [
+        ("bridge-ipam", World::Network, "0.1.0"),
+        ("hostpath-csi", World::Storage, "0.1.0"),
+        ("hook-inject", World::Runtime, "0.3.0"),
     ] {
         let report = inspect(engine(), &plugin(plugin_name)).unwrap();
         assert_eq!(fitting(&report), vec![world], "{plugin_name}: {report:#?}");
         assert_eq!(
             report.packages,
-            vec!["wasmgate:plugin@0.1.0"],
+            vec![format!("wasmgate:plugin@{version}")],
             "{plugin_name}"
         );
         assert!(
@@ -345,14 +345,14 @@ fn a_component_exporting_nothing_misses_every_export() {
                 .all(|p| p.starts_with("does not export wasmgate:plugin/")),
             "{w:?}"
         );
-        // Runtime hooks are served in 0.1.0 and 0.2.0; the other worlds only in 0.1.0.
+        // Runtime hooks are served in 0.1.0, 0.2.0 and 0.3.0; the other worlds only in 0.1.0.
         let versions: &[&str] = match w.world {
-            World::Runtime => &["0.1.0", "0.2.0"],
+            World::Runtime => &["0.1.0", "0.2.0", "0.3.0"],
             _ => &["0.1.0"],
         };
         assert!(versions.contains(&w.version), "{w:?}");
     }
-    assert_eq!(report.worlds.len(), 4);
+    assert_eq!(report.worlds.len(), 5);
 }
 
 #[test]
@@ -411,8 +411,12 @@ fn a_runtime_hook_fits_the_version_it_exports() {
         ["does not export wasmgate:plugin/hook@0.1.0 (runtime-hook needs it)"]
     );
 
-    // Linking picks the version from the export, either way.
-    for (name, bytes) in [("0.2.0", workdir), ("0.1.0", plugin("hook-inject"))] {
+    // Linking picks the version from the export, whichever it is.
+    for (name, bytes) in [
+        ("0.2.0", workdir),
+        ("0.1.0", plugin("hook-mirror")),
+        ("0.3.0", plugin("hook-inject")),
+    ] {
         let component = Component::new(&engine().engine, &bytes).unwrap();
         let Ok(Pre::Runtime(pre)) = link(engine(), &component, World::Runtime) else {
             panic!("{name} does not link as a runtime hook");
