@@ -55,24 +55,6 @@ impl HookPre {
     }
 }
 
-impl From<v0_1::RuntimeHookPre<HostState>> for HookPre {
-    fn from(p: v0_1::RuntimeHookPre<HostState>) -> Self {
-        HookPre::V0_1(p)
-    }
-}
-
-impl From<v0_2::RuntimeHookPre<HostState>> for HookPre {
-    fn from(p: v0_2::RuntimeHookPre<HostState>) -> Self {
-        HookPre::V0_2(p)
-    }
-}
-
-impl From<v0_3::RuntimeHookPre<HostState>> for HookPre {
-    fn from(p: v0_3::RuntimeHookPre<HostState>) -> Self {
-        HookPre::V0_3(p)
-    }
-}
-
 /// One instance of a runtime hook, of whichever version; its calls take and give the newest
 /// types.
 pub enum Hook {
