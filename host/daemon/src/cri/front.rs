@@ -128,12 +128,9 @@ impl CriService {
     }
 
     /// Forwards the call as it came: bytes in, bytes out, streams and unknown methods included.
-    async fn raw(
-        self: Arc<Self>,
-        method: String,
-        req: http::Request<Body>,
-    ) -> http::Response<Body> {
-        let mut rec = Rec::new(&method);
+    async fn raw(self: Arc<Self>, req: http::Request<Body>) -> http::Response<Body> {
+        let method = req.uri().path().rsplit('/').next().unwrap_or_default();
+        let mut rec = Rec::new(method);
         let out = self.backend.clone().oneshot(req).await;
         rec.upstream_us = Some(rec.started.elapsed().as_micros() as u64);
         match out {
@@ -174,15 +171,16 @@ impl CriService {
     where
         Req: prost::Message + Default + Send + 'static,
         Resp: prost::Message + Send + 'static,
-        F: FnOnce(Arc<Self>, Req) -> Fut + Clone + Send + 'static,
+        F: FnOnce(Arc<Self>, Box<Req>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
         let svc = tower::service_fn(move |r: tonic::Request<Req>| {
             let (f, me) = (f.clone(), self.clone());
-            // Boxed: a hooked handler's future was 39 KB (the request, its views, the hook
-            // chain, the runtime call), and tonic's layers moved it whole several times a call.
+            // Boxed: a hooked handler's future is kilobytes (the views, the hook chain, the
+            // runtime call), and tonic's layers would move it whole several times a call. The
+            // request is boxed for the same reason, once, as it comes out of the decoder.
             async move {
-                Box::pin(f(me, r.into_inner()))
+                Box::pin(f(me, Box::new(r.into_inner())))
                     .await
                     .map(tonic::Response::new)
             }
@@ -193,34 +191,27 @@ impl CriService {
     }
 
     async fn route(self: Arc<Self>, req: http::Request<Body>) -> http::Response<Body> {
-        let path = req.uri().path().to_string();
-        let method = path.rsplit('/').next().unwrap_or_default().to_string();
         if self.hooks.is_empty() {
-            return self.raw(method, req).await;
+            return self.raw(req).await;
         }
-        match path.strip_prefix('/').unwrap_or_default() {
-            p if p == format!("{RUNTIME}/RunPodSandbox") => self.typed(req, Self::run_pod).await,
-            p if p == format!("{RUNTIME}/StopPodSandbox") => self.typed(req, Self::stop_pod).await,
-            p if p == format!("{RUNTIME}/RemovePodSandbox") => {
-                self.typed(req, Self::remove_pod).await
-            }
-            p if p == format!("{RUNTIME}/CreateContainer") => {
-                self.typed(req, Self::create_container).await
-            }
-            p if p == format!("{RUNTIME}/StartContainer") => {
-                self.typed(req, Self::start_container).await
-            }
-            p if p == format!("{RUNTIME}/StopContainer") => {
-                self.typed(req, Self::stop_container).await
-            }
-            p if p == format!("{RUNTIME}/RemoveContainer") => {
-                self.typed(req, Self::remove_container).await
-            }
-            p if p == format!("{RUNTIME}/UpdateContainerResources") => {
-                self.typed(req, Self::update_container).await
-            }
-            p if p == format!("{IMAGE}/PullImage") => self.typed(req, Self::pull_image).await,
-            _ => self.raw(method, req).await,
+        // Matched against literals: this runs on every call, and formatting each candidate
+        // path cost more than the match.
+        macro_rules! runtime {
+            ($m:literal) => {
+                concat!("/runtime.v1.RuntimeService/", $m)
+            };
+        }
+        match req.uri().path() {
+            runtime!("RunPodSandbox") => self.typed(req, Self::run_pod).await,
+            runtime!("StopPodSandbox") => self.typed(req, Self::stop_pod).await,
+            runtime!("RemovePodSandbox") => self.typed(req, Self::remove_pod).await,
+            runtime!("CreateContainer") => self.typed(req, Self::create_container).await,
+            runtime!("StartContainer") => self.typed(req, Self::start_container).await,
+            runtime!("StopContainer") => self.typed(req, Self::stop_container).await,
+            runtime!("RemoveContainer") => self.typed(req, Self::remove_container).await,
+            runtime!("UpdateContainerResources") => self.typed(req, Self::update_container).await,
+            "/runtime.v1.ImageService/PullImage" => self.typed(req, Self::pull_image).await,
+            _ => self.raw(req).await,
         }
     }
 
@@ -231,9 +222,9 @@ impl CriService {
         mut rec: Rec,
         hooks: Chain,
         view: wit::Request,
-        mut req: Req,
+        mut req: Box<Req>,
         apply: impl FnOnce(&Merged, &mut Req) -> Result<(), String>,
-        call: impl FnOnce(Req) -> Fut,
+        call: impl FnOnce(Box<Req>) -> Fut,
         id_of: impl Fn(&Resp) -> String,
     ) -> Result<Resp, Status>
     where
@@ -277,10 +268,10 @@ impl CriService {
     async fn pod_view(&self, id: &str) -> wit::Pod {
         let status = self
             .runtime()
-            .pod_sandbox_status(pb::PodSandboxStatusRequest {
+            .pod_sandbox_status(Box::new(pb::PodSandboxStatusRequest {
                 pod_sandbox_id: id.to_string(),
                 verbose: false,
-            })
+            }))
             .await
             .ok()
             .and_then(|r| r.into_inner().status);
@@ -294,12 +285,12 @@ impl CriService {
     async fn container_view(&self, id: &str) -> (wit::Pod, wit::Container) {
         let listed = self
             .runtime()
-            .list_containers(pb::ListContainersRequest {
+            .list_containers(Box::new(pb::ListContainersRequest {
                 filter: Some(pb::ContainerFilter {
                     id: id.to_string(),
                     ..Default::default()
                 }),
-            })
+            }))
             .await
             .ok()
             .and_then(|r| r.into_inner().containers.into_iter().next());
@@ -314,11 +305,13 @@ impl CriService {
 
     async fn run_pod(
         self: Arc<Self>,
-        req: pb::RunPodSandboxRequest,
+        req: Box<pb::RunPodSandboxRequest>,
     ) -> Result<pb::RunPodSandboxResponse, Status> {
         let mut rec = Rec::new("RunPodSandbox");
-        let config = req.config.clone().unwrap_or_default();
-        let pod = view::pod_from_config(&config, "", &req.runtime_handler);
+        let pod = match &req.config {
+            Some(c) => view::pod_from_config(c, "", &req.runtime_handler),
+            None => view::pod_from_config(&Default::default(), "", &req.runtime_handler),
+        };
         rec.id("pod", &format!("{}/{}", pod.namespace, pod.name));
         let mut client = self.runtime();
         let apply = |m: &Merged, r: &mut pb::RunPodSandboxRequest| {
@@ -347,8 +340,8 @@ impl CriService {
         id: String,
         event: Event,
         scope: Scope,
-        req: Req,
-        call: impl FnOnce(Runtime, Req) -> Fut,
+        req: Box<Req>,
+        call: impl FnOnce(Runtime, Box<Req>) -> Fut,
     ) -> Result<Resp, Status>
     where
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
@@ -388,7 +381,7 @@ impl CriService {
 
     async fn stop_pod(
         self: Arc<Self>,
-        req: pb::StopPodSandboxRequest,
+        req: Box<pb::StopPodSandboxRequest>,
     ) -> Result<pb::StopPodSandboxResponse, Status> {
         let id = req.pod_sandbox_id.clone();
         self.scoped_call(
@@ -404,7 +397,7 @@ impl CriService {
 
     async fn remove_pod(
         self: Arc<Self>,
-        req: pb::RemovePodSandboxRequest,
+        req: Box<pb::RemovePodSandboxRequest>,
     ) -> Result<pb::RemovePodSandboxResponse, Status> {
         let id = req.pod_sandbox_id.clone();
         self.scoped_call(
@@ -420,7 +413,7 @@ impl CriService {
 
     async fn start_container(
         self: Arc<Self>,
-        req: pb::StartContainerRequest,
+        req: Box<pb::StartContainerRequest>,
     ) -> Result<pb::StartContainerResponse, Status> {
         let id = req.container_id.clone();
         self.scoped_call(
@@ -436,7 +429,7 @@ impl CriService {
 
     async fn stop_container(
         self: Arc<Self>,
-        req: pb::StopContainerRequest,
+        req: Box<pb::StopContainerRequest>,
     ) -> Result<pb::StopContainerResponse, Status> {
         let id = req.container_id.clone();
         self.scoped_call(
@@ -452,7 +445,7 @@ impl CriService {
 
     async fn remove_container(
         self: Arc<Self>,
-        req: pb::RemoveContainerRequest,
+        req: Box<pb::RemoveContainerRequest>,
     ) -> Result<pb::RemoveContainerResponse, Status> {
         let id = req.container_id.clone();
         self.scoped_call(
@@ -468,16 +461,18 @@ impl CriService {
 
     async fn create_container(
         self: Arc<Self>,
-        req: pb::CreateContainerRequest,
+        req: Box<pb::CreateContainerRequest>,
     ) -> Result<pb::CreateContainerResponse, Status> {
         let mut rec = Rec::new("CreateContainer");
         rec.id("pod", &req.pod_sandbox_id);
-        let config = req.config.clone().unwrap_or_default();
         let pod = match &req.sandbox_config {
             Some(sc) => view::pod_from_config(sc, &req.pod_sandbox_id, ""),
             None => self.pod_view(&req.pod_sandbox_id).await,
         };
-        let container = view::container_from_config(&config, "");
+        let container = match &req.config {
+            Some(c) => view::container_from_config(c, ""),
+            None => view::container_from_config(&Default::default(), ""),
+        };
         rec.id("container", &container.name);
         let mut client = self.runtime();
         let apply = |m: &Merged, r: &mut pb::CreateContainerRequest| {
@@ -507,7 +502,7 @@ impl CriService {
 
     async fn update_container(
         self: Arc<Self>,
-        req: pb::UpdateContainerResourcesRequest,
+        req: Box<pb::UpdateContainerResourcesRequest>,
     ) -> Result<pb::UpdateContainerResourcesResponse, Status> {
         let mut rec = Rec::new("UpdateContainerResources");
         rec.id("container", &req.container_id);
@@ -538,7 +533,7 @@ impl CriService {
 
     async fn pull_image(
         self: Arc<Self>,
-        req: pb::PullImageRequest,
+        req: Box<pb::PullImageRequest>,
     ) -> Result<pb::PullImageResponse, Status> {
         let mut rec = Rec::new("PullImage");
         let spec = req.image.clone().unwrap_or_default();
