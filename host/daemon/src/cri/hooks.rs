@@ -1,8 +1,7 @@
 //! The runtime hook chain: each configured hook that subscribes to an event, in order, with its
 //! own timeout and failure policy.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use wasmgate_engine::bindings::cri_types::{Adjustment, Decision, Event, Outcome, Request};
@@ -60,22 +59,23 @@ struct Events {
     post: Vec<Event>,
 }
 
-/// Hook name to (loaded version, its subscriptions).
-type Subscriptions = HashMap<String, (u64, Arc<Events>)>;
+/// A hook's subscriptions and the loaded version they were asked of.
+type Subscriptions = RwLock<Option<(u64, Arc<Events>)>>;
 
 pub struct Hooks {
     registry: Arc<Registry>,
     chain: Vec<HookSpec>,
-    /// Each hook's subscriptions, asked once per loaded version.
-    subs: Mutex<Subscriptions>,
+    /// Each hook's subscriptions, by its place in `chain`, asked once per loaded version. Read
+    /// on every call, by every worker: a lock per hook, and no hashing of its name.
+    subs: Vec<Subscriptions>,
 }
 
 impl Hooks {
     pub fn new(registry: Arc<Registry>, chain: Vec<HookSpec>) -> Self {
         Self {
             registry,
+            subs: chain.iter().map(|_| RwLock::new(None)).collect(),
             chain,
-            subs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,10 +84,10 @@ impl Hooks {
     /// it, visibly) and skipped when fail-open.
     pub async fn subscribed(&self, event: Event, seen: &mut Vec<HookDecision>) -> Chain {
         let mut chain = Chain::default();
-        for h in &self.chain {
+        for (h, cached) in self.chain.iter().zip(&self.subs) {
             let plugin = self.registry.get(&h.name).map_err(|e| e.to_string());
             let subs = match &plugin {
-                Ok(p) => self.subscriptions(&h.name, p).await,
+                Ok(p) => subscriptions(cached, p).await,
                 Err(e) => Err(e.clone()),
             };
             let (pre, post) = match subs {
@@ -119,38 +119,6 @@ impl Hooks {
 
     pub fn is_empty(&self) -> bool {
         self.chain.is_empty()
-    }
-
-    async fn subscriptions(
-        &self,
-        hook: &str,
-        plugin: &LoadedPlugin,
-    ) -> Result<Arc<Events>, String> {
-        let generation = plugin.info().generation;
-        if let Some((g, subs)) = self
-            .subs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hook)
-            && *g == generation
-        {
-            return Ok(subs.clone());
-        }
-        let subs = plugin
-            .runtime(async |h, s| {
-                Ok(Events {
-                    pre: h.call_subscriptions(s).await?,
-                    post: h.call_post_subscriptions(s).await?,
-                })
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let subs = Arc::new(subs);
-        self.subs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hook.to_string(), (generation, subs.clone()));
-        Ok(subs)
     }
 
     /// Runs every subscribed hook's `pre` in order, each within its own timeout; returns the
@@ -230,6 +198,32 @@ impl Hooks {
             seen.push(decision(h, "post", what, started.elapsed()));
         }
     }
+}
+
+/// `plugin`'s subscriptions: from `cached` if they were asked of this loaded version, else from
+/// the hook, then kept.
+async fn subscriptions(
+    cached: &Subscriptions,
+    plugin: &LoadedPlugin,
+) -> Result<Arc<Events>, String> {
+    let generation = plugin.info().generation;
+    if let Some((g, subs)) = &*cached.read().unwrap_or_else(|p| p.into_inner())
+        && *g == generation
+    {
+        return Ok(subs.clone());
+    }
+    let subs = plugin
+        .runtime(async |h, s| {
+            Ok(Events {
+                pre: h.call_subscriptions(s).await?,
+                post: h.call_post_subscriptions(s).await?,
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let subs = Arc::new(subs);
+    *cached.write().unwrap_or_else(|p| p.into_inner()) = Some((generation, subs.clone()));
+    Ok(subs)
 }
 
 fn decision(h: &HookSpec, phase: &str, decision: String, elapsed: Duration) -> HookDecision {
