@@ -155,3 +155,174 @@ async fn events_stream_and_unknown_methods_are_forwarded() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
 }
+
+/// A gRPC codec that passes message bytes through, so the test sees what is on the wire.
+#[derive(Default, Clone)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+/// A runtime that records each call's path and message bytes and answers every call with an
+/// empty message: a stand-in upstream that shows exactly what the proxy sent it.
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>);
+
+impl tonic::server::NamedService for Recorder {
+    const NAME: &'static str = "runtime.v1.RuntimeService";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Recorder {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let calls = self.0.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            let svc = tower::service_fn(move |r: tonic::Request<Vec<u8>>| {
+                calls.lock().unwrap().push((path.clone(), r.into_inner()));
+                async { Ok(tonic::Response::new(Vec::new())) }
+            });
+            Ok(tonic::server::Grpc::new(Raw).unary(svc, req).await)
+        })
+    }
+}
+
+/// With hooks configured, a call no hook subscribes to still reaches the runtime byte for byte,
+/// fields this build's schema lacks included (a newer kubelet's); a subscribed call goes through
+/// the hook, here to a runtime behind a socket.
+#[tokio::test]
+async fn unsubscribed_calls_reach_the_runtime_byte_for_byte() {
+    let dir = std::env::temp_dir().join(wasmgate_tests::unique("wasmgate-recorder-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("runtime.sock");
+    let recorder = Recorder::default();
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(recorder.clone())
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+    );
+    // hook-inject subscribes to CreateContainer alone.
+    let d = Daemon::start_proxy(
+        &format!("unix://{}", sock.display()),
+        &[(
+            "inject",
+            plugin("hook-inject"),
+            "config = { value = \"n1\" }",
+        )],
+    );
+    let ch = wasmgate_proto::unix_channel(d.cri_socket()).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    let mut call = async |method: &str, msg: Vec<u8>| {
+        grpc.ready().await.unwrap();
+        let path = format!("/runtime.v1.RuntimeService/{method}");
+        grpc.unary::<Vec<u8>, Vec<u8>, _>(
+            tonic::Request::new(msg),
+            http::uri::PathAndQuery::try_from(path).unwrap(),
+            Raw,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e:?}"))
+    };
+
+    // StartContainer for "c1", then field 99 (varint 1), which runtime.v1 does not have.
+    let mut start = prost::Message::encode_to_vec(&pb::StartContainerRequest {
+        container_id: "c1".into(),
+    });
+    start.extend([0x98, 0x06, 0x01]);
+    call("StartContainer", start.clone()).await;
+    let create = pb::CreateContainerRequest {
+        pod_sandbox_id: "p1".into(),
+        config: Some(pb::ContainerConfig {
+            metadata: Some(pb::ContainerMetadata {
+                name: "c".into(),
+                attempt: 0,
+            }),
+            image: Some(pb::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        sandbox_config: None,
+    };
+    call("CreateContainer", prost::Message::encode_to_vec(&create)).await;
+
+    let calls = recorder.0.lock().unwrap().clone();
+    let paths: Vec<&str> = calls.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths.first().copied(),
+        Some("/runtime.v1.RuntimeService/StartContainer"),
+        "{paths:?}"
+    );
+    assert_eq!(
+        calls[0].1, start,
+        "StartContainer was not forwarded as it came"
+    );
+    // Not necessarily the next call: the proxy first asks the runtime for the pod's status,
+    // since the request came without its sandbox config.
+    let (_, sent) = calls
+        .iter()
+        .find(|(p, _)| p == "/runtime.v1.RuntimeService/CreateContainer")
+        .unwrap_or_else(|| panic!("no CreateContainer reached the runtime: {paths:?}"));
+    let sent: pb::CreateContainerRequest = prost::Message::decode(sent.as_slice()).unwrap();
+    let env = &sent.config.unwrap().envs;
+    assert!(
+        env.iter()
+            .any(|e| e.key == "WASMGATE_NODE" && e.value == b"n1"),
+        "the hook's env is missing from what the runtime got: {env:?}"
+    );
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -128,9 +128,14 @@ impl CriService {
     }
 
     /// Forwards the call as it came: bytes in, bytes out, streams and unknown methods included.
-    async fn raw(self: Arc<Self>, req: http::Request<Body>) -> http::Response<Body> {
+    async fn raw(
+        self: Arc<Self>,
+        req: http::Request<Body>,
+        skipped: Vec<HookDecision>,
+    ) -> http::Response<Body> {
         let method = req.uri().path().rsplit('/').next().unwrap_or_default();
         let mut rec = Rec::new(method);
+        rec.hooks = skipped;
         let out = self.backend.clone().oneshot(req).await;
         rec.upstream_us = Some(rec.started.elapsed().as_micros() as u64);
         match out {
@@ -166,21 +171,26 @@ impl CriService {
     async fn typed<Req, Resp, F, Fut>(
         self: Arc<Self>,
         req: http::Request<Body>,
+        hooks: Chain,
         f: F,
     ) -> http::Response<Body>
     where
         Req: prost::Message + Default + Send + 'static,
         Resp: prost::Message + Send + 'static,
-        F: FnOnce(Arc<Self>, Box<Req>) -> Fut + Clone + Send + 'static,
+        F: FnOnce(Arc<Self>, Chain, Box<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
+        // A unary call is served once, so the handler and its chain are taken, not cloned.
+        let mut once = Some((f, hooks));
         let svc = tower::service_fn(move |r: tonic::Request<Req>| {
-            let (f, me) = (f.clone(), self.clone());
+            let (next, me) = (once.take(), self.clone());
             // Boxed: a hooked handler's future is kilobytes (the views, the hook chain, the
             // runtime call), and tonic's layers would move it whole several times a call. The
             // request is boxed for the same reason, once, as it comes out of the decoder.
             async move {
-                Box::pin(f(me, Box::new(r.into_inner())))
+                let (f, hooks) =
+                    next.ok_or_else(|| Status::internal("a unary call served twice"))?;
+                Box::pin(f(me, hooks, Box::new(r.into_inner())))
                     .await
                     .map(tonic::Response::new)
             }
@@ -190,28 +200,31 @@ impl CriService {
         grpc.unary(svc, req).await
     }
 
+    /// A call some hook subscribes to takes the typed path; every other call, unknown methods
+    /// and streams included, is forwarded as it came, which also keeps fields this build's
+    /// schema does not know.
     async fn route(self: Arc<Self>, req: http::Request<Body>) -> http::Response<Body> {
-        if self.hooks.is_empty() {
-            return self.raw(req).await;
+        let event = match self.hooks.is_empty() {
+            true => None,
+            false => hookable(req.uri().path()),
+        };
+        let Some(event) = event else {
+            return self.raw(req, Vec::new()).await;
+        };
+        let hooks = self.hooks.subscribed(event).await;
+        if hooks.is_empty() {
+            return self.raw(req, hooks.skipped).await;
         }
-        // Matched against literals: this runs on every call, and formatting each candidate
-        // path cost more than the match.
-        macro_rules! runtime {
-            ($m:literal) => {
-                concat!("/runtime.v1.RuntimeService/", $m)
-            };
-        }
-        match req.uri().path() {
-            runtime!("RunPodSandbox") => self.typed(req, Self::run_pod).await,
-            runtime!("StopPodSandbox") => self.typed(req, Self::stop_pod).await,
-            runtime!("RemovePodSandbox") => self.typed(req, Self::remove_pod).await,
-            runtime!("CreateContainer") => self.typed(req, Self::create_container).await,
-            runtime!("StartContainer") => self.typed(req, Self::start_container).await,
-            runtime!("StopContainer") => self.typed(req, Self::stop_container).await,
-            runtime!("RemoveContainer") => self.typed(req, Self::remove_container).await,
-            runtime!("UpdateContainerResources") => self.typed(req, Self::update_container).await,
-            "/runtime.v1.ImageService/PullImage" => self.typed(req, Self::pull_image).await,
-            _ => self.raw(req).await,
+        match event {
+            Event::RunPod => self.typed(req, hooks, Self::run_pod).await,
+            Event::StopPod => self.typed(req, hooks, Self::stop_pod).await,
+            Event::RemovePod => self.typed(req, hooks, Self::remove_pod).await,
+            Event::CreateContainer => self.typed(req, hooks, Self::create_container).await,
+            Event::StartContainer => self.typed(req, hooks, Self::start_container).await,
+            Event::StopContainer => self.typed(req, hooks, Self::stop_container).await,
+            Event::RemoveContainer => self.typed(req, hooks, Self::remove_container).await,
+            Event::UpdateContainer => self.typed(req, hooks, Self::update_container).await,
+            Event::PullImage => self.typed(req, hooks, Self::pull_image).await,
         }
     }
 
@@ -220,7 +233,7 @@ impl CriService {
     async fn hooked<Req, Resp, Fut>(
         &self,
         mut rec: Rec,
-        hooks: Chain,
+        mut hooks: Chain,
         view: wit::Request,
         mut req: Box<Req>,
         apply: impl FnOnce(&Merged, &mut Req) -> Result<(), String>,
@@ -230,6 +243,7 @@ impl CriService {
     where
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
+        rec.hooks.append(&mut hooks.skipped);
         let out = async {
             let merged = self
                 .hooks
@@ -256,12 +270,6 @@ impl CriService {
         }
         self.record(rec, out.as_ref().err());
         out
-    }
-
-    /// The hooks that will see `event`, asked once per call; a skipped fail-open hook is noted
-    /// in the call's record.
-    async fn subscribed(&self, event: Event, rec: &mut Rec) -> Chain {
-        self.hooks.subscribed(event, &mut rec.hooks).await
     }
 
     /// The pod a call is about, as the runtime knows it; just its ID if the runtime does not.
@@ -305,6 +313,7 @@ impl CriService {
 
     async fn run_pod(
         self: Arc<Self>,
+        hooks: Chain,
         req: Box<pb::RunPodSandboxRequest>,
     ) -> Result<pb::RunPodSandboxResponse, Status> {
         let mut rec = Rec::new("RunPodSandbox");
@@ -318,7 +327,6 @@ impl CriService {
             m.apply_pod(r.config.get_or_insert_with(Default::default));
             Ok(())
         };
-        let hooks = self.subscribed(Event::RunPod, &mut rec).await;
         self.hooked(
             rec,
             hooks,
@@ -332,13 +340,13 @@ impl CriService {
     }
 
     /// A call whose request is only a pod's or a container's ID: hooks see it as the runtime
-    /// knows it, and may allow or deny. Building that view costs runtime round trips, so it is
-    /// built only when some hook subscribes; otherwise the view is just the ID.
+    /// knows it, and may allow or deny.
+    #[allow(clippy::too_many_arguments)]
     async fn scoped_call<Req, Resp, Fut>(
         &self,
         method: &str,
         id: String,
-        event: Event,
+        hooks: Chain,
         scope: Scope,
         req: Box<Req>,
         call: impl FnOnce(Runtime, Box<Req>) -> Fut,
@@ -347,23 +355,14 @@ impl CriService {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let mut rec = Rec::new(method);
-        let hooks = self.subscribed(event, &mut rec).await;
         let view = match scope {
             Scope::Pod(wrap) => {
                 rec.id("pod", &id);
-                wrap(if hooks.is_empty() {
-                    id_only_pod(&id)
-                } else {
-                    self.pod_view(&id).await
-                })
+                wrap(self.pod_view(&id).await)
             }
             Scope::Container(wrap) => {
                 rec.id("container", &id);
-                wrap(if hooks.is_empty() {
-                    id_only_container(&id)
-                } else {
-                    self.container_view(&id).await
-                })
+                wrap(self.container_view(&id).await)
             }
         };
         let client = self.runtime();
@@ -381,13 +380,14 @@ impl CriService {
 
     async fn stop_pod(
         self: Arc<Self>,
+        hooks: Chain,
         req: Box<pb::StopPodSandboxRequest>,
     ) -> Result<pb::StopPodSandboxResponse, Status> {
         let id = req.pod_sandbox_id.clone();
         self.scoped_call(
             "StopPodSandbox",
             id,
-            Event::StopPod,
+            hooks,
             Scope::Pod(wit::Request::StopPod),
             req,
             |mut c, r| async move { c.stop_pod_sandbox(r).await },
@@ -397,13 +397,14 @@ impl CriService {
 
     async fn remove_pod(
         self: Arc<Self>,
+        hooks: Chain,
         req: Box<pb::RemovePodSandboxRequest>,
     ) -> Result<pb::RemovePodSandboxResponse, Status> {
         let id = req.pod_sandbox_id.clone();
         self.scoped_call(
             "RemovePodSandbox",
             id,
-            Event::RemovePod,
+            hooks,
             Scope::Pod(wit::Request::RemovePod),
             req,
             |mut c, r| async move { c.remove_pod_sandbox(r).await },
@@ -413,13 +414,14 @@ impl CriService {
 
     async fn start_container(
         self: Arc<Self>,
+        hooks: Chain,
         req: Box<pb::StartContainerRequest>,
     ) -> Result<pb::StartContainerResponse, Status> {
         let id = req.container_id.clone();
         self.scoped_call(
             "StartContainer",
             id,
-            Event::StartContainer,
+            hooks,
             Scope::Container(wit::Request::StartContainer),
             req,
             |mut c, r| async move { c.start_container(r).await },
@@ -429,13 +431,14 @@ impl CriService {
 
     async fn stop_container(
         self: Arc<Self>,
+        hooks: Chain,
         req: Box<pb::StopContainerRequest>,
     ) -> Result<pb::StopContainerResponse, Status> {
         let id = req.container_id.clone();
         self.scoped_call(
             "StopContainer",
             id,
-            Event::StopContainer,
+            hooks,
             Scope::Container(wit::Request::StopContainer),
             req,
             |mut c, r| async move { c.stop_container(r).await },
@@ -445,13 +448,14 @@ impl CriService {
 
     async fn remove_container(
         self: Arc<Self>,
+        hooks: Chain,
         req: Box<pb::RemoveContainerRequest>,
     ) -> Result<pb::RemoveContainerResponse, Status> {
         let id = req.container_id.clone();
         self.scoped_call(
             "RemoveContainer",
             id,
-            Event::RemoveContainer,
+            hooks,
             Scope::Container(wit::Request::RemoveContainer),
             req,
             |mut c, r| async move { c.remove_container(r).await },
@@ -461,6 +465,7 @@ impl CriService {
 
     async fn create_container(
         self: Arc<Self>,
+        hooks: Chain,
         req: Box<pb::CreateContainerRequest>,
     ) -> Result<pb::CreateContainerResponse, Status> {
         let mut rec = Rec::new("CreateContainer");
@@ -487,7 +492,6 @@ impl CriService {
                 Ok(())
             }
         };
-        let hooks = self.subscribed(Event::CreateContainer, &mut rec).await;
         self.hooked(
             rec,
             hooks,
@@ -502,16 +506,12 @@ impl CriService {
 
     async fn update_container(
         self: Arc<Self>,
+        hooks: Chain,
         req: Box<pb::UpdateContainerResourcesRequest>,
     ) -> Result<pb::UpdateContainerResourcesResponse, Status> {
         let mut rec = Rec::new("UpdateContainerResources");
         rec.id("container", &req.container_id);
-        let hooks = self.subscribed(Event::UpdateContainer, &mut rec).await;
-        let (pod, mut container) = if hooks.is_empty() {
-            id_only_container(&req.container_id)
-        } else {
-            self.container_view(&req.container_id).await
-        };
+        let (pod, mut container) = self.container_view(&req.container_id).await;
         container.resources = req.linux.as_ref().map(view::resources);
         let id = req.container_id.clone();
         let mut client = self.runtime();
@@ -533,6 +533,7 @@ impl CriService {
 
     async fn pull_image(
         self: Arc<Self>,
+        hooks: Chain,
         req: Box<pb::PullImageRequest>,
     ) -> Result<pb::PullImageResponse, Status> {
         let mut rec = Rec::new("PullImage");
@@ -553,7 +554,6 @@ impl CriService {
             m.apply_pull(r);
             Ok(())
         };
-        let hooks = self.subscribed(Event::PullImage, &mut rec).await;
         self.hooked(
             rec,
             hooks,
@@ -646,4 +646,26 @@ pub async fn serve(
         .add_service(Front::<true>(svc))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
+}
+
+/// The event a hookable method's calls are, by the method's path. Matched against literals:
+/// this runs on every call, and formatting each candidate path cost more than the match.
+fn hookable(path: &str) -> Option<Event> {
+    macro_rules! runtime {
+        ($m:literal) => {
+            concat!("/runtime.v1.RuntimeService/", $m)
+        };
+    }
+    Some(match path {
+        runtime!("RunPodSandbox") => Event::RunPod,
+        runtime!("StopPodSandbox") => Event::StopPod,
+        runtime!("RemovePodSandbox") => Event::RemovePod,
+        runtime!("CreateContainer") => Event::CreateContainer,
+        runtime!("StartContainer") => Event::StartContainer,
+        runtime!("StopContainer") => Event::StopContainer,
+        runtime!("RemoveContainer") => Event::RemoveContainer,
+        runtime!("UpdateContainerResources") => Event::UpdateContainer,
+        "/runtime.v1.ImageService/PullImage" => Event::PullImage,
+        _ => return None,
+    })
 }

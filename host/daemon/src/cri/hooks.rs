@@ -40,11 +40,13 @@ pub struct Subscribed {
 }
 
 /// The hooks one call goes through: those that judge its request, and those that want its
-/// outcome, each in configured order.
+/// outcome, each in configured order; and, for its trace record, the fail-open hooks skipped
+/// because their subscriptions could not be read.
 #[derive(Default)]
 pub struct Chain {
     pub pre: Vec<Subscribed>,
     pub post: Vec<Subscribed>,
+    pub skipped: Vec<HookDecision>,
 }
 
 impl Chain {
@@ -82,7 +84,7 @@ impl Hooks {
     /// The hooks that want `event`, in order, before and after the runtime. A hook whose
     /// subscriptions cannot be read is included in both when fail-closed (so the call fails on
     /// it, visibly) and skipped when fail-open.
-    pub async fn subscribed(&self, event: Event, seen: &mut Vec<HookDecision>) -> Chain {
+    pub async fn subscribed(&self, event: Event) -> Chain {
         let mut chain = Chain::default();
         for (h, cached) in self.chain.iter().zip(&self.subs) {
             let plugin = self.registry.get(&h.name).map_err(|e| e.to_string());
@@ -93,7 +95,7 @@ impl Hooks {
             let (pre, post) = match subs {
                 Ok(events) => (events.pre.contains(&event), events.post.contains(&event)),
                 Err(e) if h.failure == FailurePolicy::Open => {
-                    seen.push(HookDecision {
+                    chain.skipped.push(HookDecision {
                         hook: h.name.clone(),
                         phase: "pre".into(),
                         decision: format!("skipped (fail-open): {e}"),
