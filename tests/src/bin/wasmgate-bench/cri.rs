@@ -490,16 +490,21 @@ async fn throughput(
     let (mut pn, mut dn) = ((0, Duration::ZERO), (0, Duration::ZERO));
     // The daemon's own CPU time on each side: the clients share its two cores here.
     let (mut p_cpu, mut d_cpu) = (Duration::ZERO, Duration::ZERO);
+    // And the load generator's, this process's.
+    let (mut p_gen, mut d_gen) = (Duration::ZERO, Duration::ZERO);
+    let me = std::process::id();
     for i in 0..slices {
-        let before = cpu_time(pid)?;
+        let (before, gen_before) = (cpu_time(pid)?, cpu_time(me)?);
         let p = burst(&proxy, pod, &format!("p{i}-"), SLICE).await?;
-        let between = cpu_time(pid)?;
+        let (between, gen_between) = (cpu_time(pid)?, cpu_time(me)?);
         let d = burst(&direct, pod, &format!("d{i}-"), SLICE).await?;
-        let after = cpu_time(pid)?;
+        let (after, gen_after) = (cpu_time(pid)?, cpu_time(me)?);
         pn = (pn.0 + p.0, pn.1 + p.1);
         dn = (dn.0 + d.0, dn.1 + d.1);
         p_cpu += between - before;
         d_cpu += after - between;
+        p_gen += gen_between - gen_before;
+        d_gen += gen_after - gen_between;
     }
     let rate = |(n, t): (u64, Duration)| n as f64 / t.as_secs_f64();
     let (pr, dr) = (rate(pn), rate(dn));
@@ -530,6 +535,23 @@ async fn throughput(
     println!(
         "  the daemon's CPU per CreateContainer + RemoveContainer: directly {dp:.0} µs, through the proxy {pp:.0} µs ({:.2}x)",
         pp / dp
+    );
+    let (pg, dg) = (per_pair(p_gen, pn.0), per_pair(d_gen, dn.0));
+    // How busy the machine was: the daemon and the load generator share its cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let busy = |daemon: Duration, generator: Duration, wall: Duration| {
+        100.0 * (daemon + generator).as_secs_f64() / (cores * wall.as_secs_f64())
+    };
+    println!(
+        "  the load generator's (this process's) CPU per pair: directly {dg:.0} µs, through the proxy {pg:.0} µs; \
+         the {cores:.0} cores were {:.0}% and {:.0}% busy with the two",
+        busy(d_cpu, d_gen, dn.1),
+        busy(p_cpu, p_gen, pn.1)
+    );
+    println!(
+        "  at these costs the {cores:.0} cores hold at most {:.0} CreateContainer/s through the proxy ({:.0} directly)",
+        cores * 1e6 / (pp + pg),
+        cores * 1e6 / (dp + dg)
     );
     println!(
         "  so one daemon core, with the clients elsewhere, would serve about {:.0} CreateContainer/s directly and {:.0} through the proxy",
