@@ -2,7 +2,7 @@
 //!
 //! The daemon proxies to its builtin runtime, which also listens on
 //! `<state_dir>/cri-builtin.sock`: each of the 43 `runtime.v1` RPCs is called through the proxy
-//! (with the inject hook configured, so the hooked RPCs take the decoding path) and directly, and
+//! (with hooks subscribed to every hookable RPC, so those take the decoding path) and directly, and
 //! the answers are compared: equal where the runtime is deterministic, the same shape where it
 //! hands out fresh ids, tokens or timestamps. Errors must match too, code and message. Every
 //! server stream is drained and compared with its unary `List*` twin.
@@ -271,14 +271,24 @@ async fn every_rpc_through_the_proxy_answers_as_the_runtime_does() {
         .collect();
     assert_eq!(streaming, STREAMING.iter().copied().collect());
 
+    // hook-inject adjusts CreateContainer; hook-misbehave, subscribed to every event and
+    // allowing all, puts the other eight hookable RPCs on the decoding path too.
     let daemon = Daemon::start_proxy(
         "builtin",
-        &[(
-            "inject",
-            plugin("hook-inject"),
-            "config = { value = \"rpc-node\" }",
-        )],
+        &[
+            (
+                "inject",
+                plugin("hook-inject"),
+                "config = { value = \"rpc-node\" }",
+            ),
+            (
+                "all",
+                plugin("hook-misbehave"),
+                "config = { mode = \"allow\" }",
+            ),
+        ],
     );
+    let trace = cri::follow(&daemon, cri::cri_calls(None));
     let (mut prt, mut pim) = cri::clients(daemon.cri_socket()).await;
     let (mut drt, mut dim) = cri::clients(cri::builtin_socket(&daemon)).await;
     let mut checked: BTreeSet<&str> = BTreeSet::new();
@@ -1348,4 +1358,32 @@ async fn every_rpc_through_the_proxy_answers_as_the_runtime_does() {
     // Each hooked call left a trace record with the inject hook's decision where it applies.
     let stats = wasmgate_daemon::admin::stats(&daemon.admin_socket()).unwrap();
     assert!(stats["cri.CreateContainer"].ok >= 1 && stats["cri.CreateContainer"].errors >= 3);
+    // Every hookable RPC went through the hook chain, not around it. Records arrive over the
+    // admin socket after the answers, so wait for them rather than take what is there.
+    let hookable: BTreeSet<String> = [
+        "RunPodSandbox",
+        "StopPodSandbox",
+        "RemovePodSandbox",
+        "CreateContainer",
+        "StartContainer",
+        "StopContainer",
+        "RemoveContainer",
+        "UpdateContainerResources",
+        "PullImage",
+    ]
+    .map(String::from)
+    .into();
+    let mut hooked = BTreeSet::new();
+    while hooked != hookable {
+        let Ok(r) = trace.recv_timeout(Duration::from_secs(5)) else {
+            break;
+        };
+        if r.hooks.iter().any(|h| h.hook == "all" && h.phase == "pre") {
+            hooked.insert(r.method);
+        }
+    }
+    assert_eq!(
+        hooked, hookable,
+        "the RPCs whose trace records show the hook's decision"
+    );
 }
