@@ -156,6 +156,78 @@ async fn events_stream_and_unknown_methods_are_forwarded() {
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
 }
 
+/// Calls forwarded as they came carry their pod, container or image in the trace, so following
+/// one container (`wasmgate trace --id`) shows every call about it, hooked or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_calls_carry_their_key_ids_in_the_trace() {
+    let d = Daemon::start_proxy("builtin", &[]);
+    let (mut rt, mut im) = cri::clients(d.cri_socket()).await;
+    let all = cri::follow(&d, cri::cri_calls(None));
+    let pod = run_pod(&mut rt, "ids", "default").await;
+    cri::pull(&mut im, cri::BUSYBOX).await;
+    let cid = create(&mut rt, &pod, "default", "c", false).await.unwrap();
+
+    let mut only_cid = cri::cri_calls(None);
+    only_cid.id = Some(cid.clone());
+    let followed = cri::follow(&d, only_cid);
+    cri::start(&mut rt, &cid).await;
+    rt.container_status(pb::ContainerStatusRequest {
+        container_id: cid.clone(),
+        verbose: false,
+    })
+    .await
+    .unwrap();
+    rt.pod_sandbox_status(pb::PodSandboxStatusRequest {
+        pod_sandbox_id: pod.clone(),
+        verbose: false,
+    })
+    .await
+    .unwrap();
+    rt.stop_container(pb::StopContainerRequest {
+        container_id: cid.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(pb::RemoveContainerRequest {
+        container_id: cid.clone(),
+    })
+    .await
+    .unwrap();
+
+    let methods: Vec<String> = (0..4)
+        .map(|_| {
+            let r = cri::next_record(&followed);
+            assert_eq!(r.ids.get("container"), Some(&cid), "{r:?}");
+            assert!(r.hooks.is_empty() && r.upstream_us.is_some(), "{r:?}");
+            r.method
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "StartContainer",
+            "ContainerStatus",
+            "StopContainer",
+            "RemoveContainer"
+        ]
+    );
+    assert!(
+        followed.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a call not about {cid} matched"
+    );
+    let pulled = cri::record_of(&all, "PullImage");
+    assert_eq!(
+        pulled.ids.get("image").map(String::as_str),
+        Some(cri::BUSYBOX),
+        "{pulled:?}"
+    );
+    for method in ["CreateContainer", "PodSandboxStatus"] {
+        let r = cri::record_of(&all, method);
+        assert_eq!(r.ids.get("pod"), Some(&pod), "{r:?}");
+    }
+}
+
 /// A gRPC codec that passes message bytes through, so the test sees what is on the wire.
 #[derive(Default, Clone)]
 struct Raw;

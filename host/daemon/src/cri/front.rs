@@ -26,6 +26,20 @@ use crate::trace::{CallRecord, HookDecision, Trace, now_ms};
 const RUNTIME: &str = "runtime.v1.RuntimeService";
 const IMAGE: &str = "runtime.v1.ImageService";
 
+/// Method paths as patterns: `runtime!("A" | "B")` matches either method's path. Routing runs
+/// on every call, and literals match without formatting a candidate path each time.
+macro_rules! runtime {
+    ($($m:literal)|+) => {
+        $(concat!("/runtime.v1.RuntimeService/", $m))|+
+    };
+}
+
+macro_rules! image {
+    ($($m:literal)|+) => {
+        $(concat!("/runtime.v1.ImageService/", $m))|+
+    };
+}
+
 pub struct CriService {
     backend: Backend,
     /// Where calls go, for messages: `builtin` or the upstream endpoint.
@@ -136,6 +150,16 @@ impl CriService {
         let method = req.uri().path().rsplit('/').next().unwrap_or_default();
         let mut rec = Rec::new(method);
         rec.hooks = skipped;
+        let req = match key_of(req.uri().path()) {
+            Some(key) => match with_key_id(req, key, &mut rec).await {
+                Ok(req) => req,
+                Err(status) => {
+                    self.record(rec, Some(&status));
+                    return status.into_http();
+                }
+            },
+            None => req,
+        };
         let out = self.backend.clone().oneshot(req).await;
         rec.upstream_us = Some(rec.started.elapsed().as_micros() as u64);
         match out {
@@ -648,14 +672,8 @@ pub async fn serve(
         .await
 }
 
-/// The event a hookable method's calls are, by the method's path. Matched against literals:
-/// this runs on every call, and formatting each candidate path cost more than the match.
+/// The event a hookable method's calls are, by the method's path.
 fn hookable(path: &str) -> Option<Event> {
-    macro_rules! runtime {
-        ($m:literal) => {
-            concat!("/runtime.v1.RuntimeService/", $m)
-        };
-    }
     Some(match path {
         runtime!("RunPodSandbox") => Event::RunPod,
         runtime!("StopPodSandbox") => Event::StopPod,
@@ -665,7 +683,117 @@ fn hookable(path: &str) -> Option<Event> {
         runtime!("StopContainer") => Event::StopContainer,
         runtime!("RemoveContainer") => Event::RemoveContainer,
         runtime!("UpdateContainerResources") => Event::UpdateContainer,
-        "/runtime.v1.ImageService/PullImage" => Event::PullImage,
+        image!("PullImage") => Event::PullImage,
         _ => return None,
     })
+}
+
+/// Which ID a forwarded call's request names, for its trace record: the trace key and whether the
+/// ID is field 1 of the request (`pod_sandbox_id`, `container_id`) or field 1 of its field 1
+/// (an `ImageSpec`'s `image`).
+#[derive(Clone, Copy)]
+struct Key {
+    name: &'static str,
+    nested: bool,
+}
+
+fn key_of(path: &str) -> Option<Key> {
+    const POD: Key = Key {
+        name: "pod",
+        nested: false,
+    };
+    const CONTAINER: Key = Key {
+        name: "container",
+        nested: false,
+    };
+    const IMAGE: Key = Key {
+        name: "image",
+        nested: true,
+    };
+    Some(match path {
+        runtime!(
+            "StopPodSandbox"
+                | "RemovePodSandbox"
+                | "PodSandboxStatus"
+                | "PodSandboxStats"
+                | "PortForward"
+                | "UpdatePodSandboxResources"
+                | "CreateContainer"
+        ) => POD,
+        runtime!(
+            "StartContainer"
+                | "StopContainer"
+                | "RemoveContainer"
+                | "ContainerStatus"
+                | "UpdateContainerResources"
+                | "ReopenContainerLog"
+                | "ExecSync"
+                | "Exec"
+                | "Attach"
+                | "ContainerStats"
+                | "CheckpointContainer"
+        ) => CONTAINER,
+        image!("PullImage" | "ImageStatus" | "RemoveImage") => IMAGE,
+        _ => return None,
+    })
+}
+
+/// Field 1 as a string, every other field skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Field1 {
+    #[prost(string, tag = "1")]
+    id: String,
+}
+
+/// Field 1 as a message whose field 1 is a string.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Nested1 {
+    #[prost(message, optional, tag = "1")]
+    inner: Option<Field1>,
+}
+
+/// Reads the request whole, notes its ID in `rec`, and gives back the same request with the
+/// same bytes: unary CRI requests are small, and the runtime gets them as they came.
+async fn with_key_id(
+    req: http::Request<Body>,
+    key: Key,
+    rec: &mut Rec,
+) -> Result<http::Request<Body>, Status> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let bytes = http_body_util::Limited::new(body, MAX_MESSAGE + 5)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Status::resource_exhausted(format!(
+                    "request too large: the limit is {MAX_MESSAGE} bytes"
+                ))
+            } else {
+                Status::cancelled(format!("reading the request: {e}"))
+            }
+        })?
+        .to_bytes();
+    if let Some(id) = message_id(&bytes, key) {
+        rec.id(key.name, &id);
+    }
+    let body = http_body_util::Full::new(bytes).map_err(|never| match never {});
+    Ok(http::Request::from_parts(parts, Body::new(body)))
+}
+
+/// The ID in a gRPC request body: one uncompressed message (flag 0, big-endian length, bytes).
+fn message_id(body: &[u8], key: Key) -> Option<String> {
+    let (&[flag, a, b, c, d], msg) = body.split_first_chunk::<5>()?;
+    let msg = msg.get(..u32::from_be_bytes([a, b, c, d]) as usize)?;
+    if flag != 0 {
+        return None;
+    }
+    if key.nested {
+        <Nested1 as prost::Message>::decode(msg)
+            .ok()?
+            .inner
+            .map(|f| f.id)
+    } else {
+        <Field1 as prost::Message>::decode(msg).ok().map(|f| f.id)
+    }
 }
