@@ -183,17 +183,7 @@ async fn forwarded_calls_carry_their_key_ids_in_the_trace() {
     })
     .await
     .unwrap();
-    rt.stop_container(pb::StopContainerRequest {
-        container_id: cid.clone(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
-    rt.remove_container(pb::RemoveContainerRequest {
-        container_id: cid.clone(),
-    })
-    .await
-    .unwrap();
+    cri::stop_and_remove_container(&mut rt, &cid).await;
 
     let methods: Vec<String> = (0..4)
         .map(|_| {
