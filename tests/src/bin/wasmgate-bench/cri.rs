@@ -6,15 +6,17 @@
 //! builtin runtime in process; the runtime also listens on a private socket of its own
 //! (`<state>/cri-builtin.sock`), served by the same process the same way, and the baseline calls
 //! that socket directly. So "added" is everything the proxy does: decoding the request into the
-//! hooks' view, the hook chain (a thread hop per phase), re-encoding for the runtime, and the
-//! bookkeeping. Both sides are called by the same client, alternately in blocks,
-//! so drift on a noisy machine hits both.
+//! hooks' view, the hook chain (each hook on the handler's own task), handing the adjusted request
+//! to the runtime, and the bookkeeping. Both sides are called by the same client, alternately in
+//! blocks, so drift on a noisy machine hits both.
 //!
 //! - a hooked call: CreateContainer, each followed by an untimed RemoveContainer on the same
 //!   socket so the runtime's state stays flat;
 //! - an unhooked call: ListPodSandbox with a few pods present, which the proxy passes on as it
 //!   came, without decoding it;
-//! - concurrent clients doing CreateContainer + RemoveContainer pairs for a fixed time;
+//! - concurrent clients doing CreateContainer + RemoveContainer pairs for a fixed time (no hook
+//!   subscribes to RemoveContainer, so the proxy forwards it as it came), with both processes'
+//!   CPU per pair and the ceiling those costs set on these cores;
 //! - where a hooked call's time goes, from the daemon's trace records of a sample of calls.
 
 use std::path::Path;
