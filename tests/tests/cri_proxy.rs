@@ -1,6 +1,7 @@
 //! kubelet's view of wasmgate's CRI socket in front of the builtin runtime: every call passes,
 //! hooks deny and adjust, streams and unknown methods are forwarded, and each call is traced.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_stream::StreamExt;
@@ -267,7 +268,10 @@ impl tonic::codec::Decoder for Raw {
 /// A runtime that records each call's path and message bytes and answers every call with an
 /// empty message: a stand-in upstream that shows exactly what the proxy sent it.
 #[derive(Clone, Default)]
-struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>);
+struct Recorder(Arc<Mutex<Vec<Call>>>);
+
+/// A call as the runtime got it: its path and its message's bytes.
+type Call = (String, Vec<u8>);
 
 impl tonic::server::NamedService for Recorder {
     const NAME: &'static str = "runtime.v1.RuntimeService";

@@ -228,9 +228,10 @@ impl CriService {
     /// and streams included, is forwarded as it came, which also keeps fields this build's
     /// schema does not know.
     async fn route(self: Arc<Self>, req: http::Request<Body>) -> http::Response<Body> {
-        let event = match self.hooks.is_empty() {
-            true => None,
-            false => hookable(req.uri().path()),
+        let event = if self.hooks.is_empty() {
+            None
+        } else {
+            hookable(req.uri().path())
         };
         let Some(event) = event else {
             return self.raw(req, Vec::new()).await;
@@ -365,7 +366,6 @@ impl CriService {
 
     /// A call whose request is only a pod's or a container's ID: hooks see it as the runtime
     /// knows it, and may allow or deny.
-    #[allow(clippy::too_many_arguments)]
     async fn scoped_call<Req, Resp, Fut>(
         &self,
         method: &str,
