@@ -718,6 +718,7 @@ fn key_of(path: &str) -> Option<Key> {
                 | "PodSandboxStats"
                 | "PortForward"
                 | "UpdatePodSandboxResources"
+                | "CheckpointPod"
                 | "CreateContainer"
         ) => POD,
         runtime!(
