@@ -342,10 +342,11 @@ impl CriService {
         req: Box<pb::RunPodSandboxRequest>,
     ) -> Result<pb::RunPodSandboxResponse, Status> {
         let mut rec = Rec::new("RunPodSandbox");
-        let pod = match &req.config {
-            Some(c) => view::pod_from_config(c, "", &req.runtime_handler),
-            None => view::pod_from_config(&Default::default(), "", &req.runtime_handler),
-        };
+        let pod = view::pod_from_config(
+            req.config.as_ref().unwrap_or(&Default::default()),
+            "",
+            &req.runtime_handler,
+        );
         rec.id("pod", &format!("{}/{}", pod.namespace, pod.name));
         let mut client = self.runtime();
         let apply = |m: &Merged, r: &mut pb::RunPodSandboxRequest| {
@@ -498,10 +499,8 @@ impl CriService {
             Some(sc) => view::pod_from_config(sc, &req.pod_sandbox_id, ""),
             None => self.pod_view(&req.pod_sandbox_id).await,
         };
-        let container = match &req.config {
-            Some(c) => view::container_from_config(c, ""),
-            None => view::container_from_config(&Default::default(), ""),
-        };
+        let container =
+            view::container_from_config(req.config.as_ref().unwrap_or(&Default::default()), "");
         rec.id("container", &container.name);
         let mut client = self.runtime();
         let apply = |m: &Merged, r: &mut pb::CreateContainerRequest| {
