@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub mod cri;
 pub mod csi;
+pub mod h2raw;
 pub mod lang;
 
 /// The repository root.
@@ -624,7 +625,41 @@ impl Daemon {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
-    /// (Re)starts the process and waits until it answers on its CNI socket.
+    /// A daemon on the config `toml`, in which `{d}` stands for its own temp dir and `{c}` for
+    /// the shared compile cache, up once every socket in `wait` (file names in that dir) answers.
+    /// For node roles the other constructors don't cover: a storage-only or a CRI-only node.
+    pub fn start_toml(toml: &str, wait: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(unique("wasmgate-role-"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = toml
+            .replace("{d}", &dir.display().to_string())
+            .replace("{c}", &crate::shared_cache().display().to_string());
+        let config = dir.join("wasmgate.toml");
+        std::fs::write(&config, toml).unwrap();
+        let wait_sockets = wait.iter().map(|w| dir.join(w)).collect();
+        let mut d = Self {
+            node: Netns::new("wgr"),
+            dir,
+            config,
+            wrapper: Vec::new(),
+            host_namespaces: true,
+            wait_sockets,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Whether the config serves CNI: a node without a `[cni]` table has no CNI socket to wait for.
+    fn serves_cni(&self) -> bool {
+        std::fs::read_to_string(&self.config)
+            .map(|t| t.lines().any(|l| l.trim() == "[cni]"))
+            .unwrap_or(true)
+    }
+
+    /// (Re)starts the process and waits until it answers on its CNI socket (when it serves CNI)
+    /// and on [`Daemon::wait_sockets`].
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.cni_socket());
         let log = std::fs::OpenOptions::new()
@@ -652,7 +687,9 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(120);
         let up = |p: PathBuf| std::os::unix::net::UnixStream::connect(p).is_ok();
-        while !(up(self.cni_socket()) && self.wait_sockets.iter().all(|p| up(p.clone()))) {
+        let cni = self.serves_cni();
+        while !((!cni || up(self.cni_socket())) && self.wait_sockets.iter().all(|p| up(p.clone())))
+        {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.log());
             }

@@ -6,6 +6,8 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use wasmgate_proto::pluginregistration::{self as reg, registration_client::RegistrationClient};
+use wasmgate_daemon::admin::TraceFilter;
+use wasmgate_tests::cri::{follow, next_record};
 use wasmgate_tests::csi::{self, Csi, pb};
 use wasmgate_tests::{Daemon, TEST_DRIVER, TEST_NODE};
 
@@ -20,6 +22,13 @@ fn mode(p: &Path) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_registers_the_driver() {
     let d = Daemon::start_csi("");
+    let traced = follow(
+        &d,
+        TraceFilter {
+            interface: Some("registration".into()),
+            ..Default::default()
+        },
+    );
     let mut r = RegistrationClient::new(csi::channel(&d.registration_socket()).await);
 
     let info = r.get_info(reg::InfoRequest {}).await.unwrap().into_inner();
@@ -65,6 +74,21 @@ async fn kubelet_registers_the_driver() {
     // And the daemon still answers GetInfo the same way afterwards.
     let again = r.get_info(reg::InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(again, info);
+
+    // Each of kubelet's calls is in the trace; its refusal is an error there.
+    let seen: Vec<_> = (0..4).map(|_| next_record(&traced)).collect();
+    let methods: Vec<_> = seen.iter().map(|r| (r.method.as_str(), r.ok)).collect();
+    assert_eq!(
+        methods,
+        [
+            ("GetInfo", true),
+            ("NotifyRegistrationStatus", false),
+            ("NotifyRegistrationStatus", true),
+            ("GetInfo", true)
+        ]
+    );
+    assert!(seen[1].msg.as_deref().unwrap().contains("boom"), "{:?}", seen[1]);
+    assert!(seen.iter().all(|r| r.ids["driver"] == TEST_DRIVER));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
-//! The daemon's one TOML file. Plugins are declared once, by name, and the CNI section refers to
-//! them; every key has a default, so an empty file (or none) is the embedded default setup.
+//! The daemon's one TOML file. Plugins are declared once, by name, and the `[cni]`, `[csi]` and
+//! `[cri]` tables refer to them. Each interface is served exactly when its table is present, so
+//! a storage-only or CRI-only node leaves the others out; every key inside a table has a
+//! default, and no file at all is the embedded default setup, which serves all three.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub engine: EngineSection,
     pub admin: AdminSection,
-    pub cni: CniSection,
+    /// The CNI socket the shim calls. A config file without a `[cni]` table serves no CNI (a
+    /// storage-only or CRI-only node); the embedded defaults serve the example network plugin.
+    #[serde(default)]
+    pub cni: Option<CniSection>,
     /// The CSI driver. A config file without a `[csi]` table serves no CSI; the embedded
     /// defaults serve the example driver.
     #[serde(default)]
@@ -33,6 +38,8 @@ pub struct Config {
     /// defaults serve the builtin runtime.
     #[serde(default)]
     pub cri: Option<CriSection>,
+    /// Declared plugins. A config file declares its own; the embedded ones are only for no file.
+    #[serde(default)]
     pub plugins: BTreeMap<String, PluginSection>,
 }
 
@@ -46,6 +53,10 @@ pub struct CriSection {
     pub upstream: String,
     /// Runtime hooks (plugins with `world = "runtime"`), run in this order.
     pub hooks: Vec<String>,
+    /// `[cri.network]`: the builtin runtime networks its pods. A config file without the table
+    /// leaves pods without a network; the embedded defaults have it.
+    #[serde(default)]
+    pub network: Option<PodNetworkSection>,
 }
 
 impl Default for CriSection {
@@ -54,7 +65,100 @@ impl Default for CriSection {
             socket: "/run/wasmgate/cri.sock".into(),
             upstream: "builtin".to_string(),
             hooks: Vec::new(),
+            network: Some(PodNetworkSection::default()),
         }
+    }
+}
+
+// ---- [cri.network]: the builtin runtime's pod network ---------------------------------------
+
+/// The file wasmgate writes its default network config into, in a conf dir it owns.
+pub const DEFAULT_CONFLIST: &str = "10-wasmgate.conflist";
+
+/// `[cri.network]`: the builtin runtime does what containerd's CRI plugin does for a pod that is
+/// not on the host network. RunPodSandbox pins a network namespace and runs the node's CNI
+/// config into it; StopPodSandbox runs DEL and removes the namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodNetworkSection {
+    /// The node's CNI network configs (`.conflist`, `.conf`, `.json`); the first by file name is
+    /// used, as containerd does. Default `<state_dir>/net.d`: wasmgate's own directory, into
+    /// which it writes [`DEFAULT_CONFLIST`] (the `[cni]` default plugin through the
+    /// `wasmgate-cni` shim) when it holds no config. A directory named here is the operator's,
+    /// and nothing is written to it.
+    pub conf_dir: Option<PathBuf>,
+    /// Where plugin binaries are looked up, in order; the plugins get them as `CNI_PATH`.
+    /// Default: the directory of the running `wasmgate` binary (where `wasmgate-cni` is built
+    /// and installed next to it), then `/opt/cni/bin`.
+    pub bin_dirs: Option<Vec<PathBuf>>,
+    /// Where each pod's namespace is pinned, as a file `wasmgate-<sandbox id prefix>`.
+    pub netns_dir: PathBuf,
+    /// How long one plugin exec may take before it is killed and RunPodSandbox fails.
+    pub plugin_timeout_ms: u64,
+}
+
+impl Default for PodNetworkSection {
+    fn default() -> Self {
+        Self {
+            conf_dir: None,
+            bin_dirs: None,
+            netns_dir: "/var/run/netns".into(),
+            plugin_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl PodNetworkSection {
+    pub fn conf_dir(&self, state_dir: &Path) -> PathBuf {
+        self.conf_dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("net.d"))
+    }
+
+    pub fn bin_dirs(&self) -> Vec<PathBuf> {
+        self.bin_dirs.clone().unwrap_or_else(|| {
+            let own = std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(Path::to_path_buf));
+            own.into_iter()
+                .chain([PathBuf::from("/opt/cni/bin")])
+                .collect()
+        })
+    }
+
+    /// Whether the conf dir is wasmgate's own, to write its default network into.
+    pub fn owns_conf_dir(&self) -> bool {
+        self.conf_dir.is_none()
+    }
+
+    pub fn plugin_timeout(&self) -> Duration {
+        Duration::from_millis(self.plugin_timeout_ms)
+    }
+
+    fn validate(&self, cri: &CriSection, cni: Option<&CniSection>) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("cri.network: {m}")));
+        if cri.upstream != "builtin" {
+            return invalid(format!(
+                "only the builtin runtime takes it; {} networks its own pods from its own CNI config",
+                cri.upstream
+            ));
+        }
+        if self.owns_conf_dir() && cni.is_none() {
+            return invalid(
+                "without conf_dir it runs wasmgate's default network, which needs a [cni] table"
+                    .into(),
+            );
+        }
+        let dirs = self.conf_dir.iter().chain(self.bin_dirs.iter().flatten());
+        for d in dirs.chain([&self.netns_dir]) {
+            if !d.is_absolute() {
+                return invalid(format!("{} must be an absolute path", d.display()));
+            }
+        }
+        if self.plugin_timeout_ms == 0 {
+            return invalid("plugin_timeout_ms must be positive".into());
+        }
+        Ok(())
     }
 }
 
@@ -251,7 +355,7 @@ impl Default for Config {
             state_dir: "/var/lib/wasmgate".into(),
             engine: EngineSection::default(),
             admin: AdminSection::default(),
-            cni: CniSection::default(),
+            cni: Some(CniSection::default()),
             csi: Some(CsiSection::default()),
             cri: Some(CriSection::default()),
             plugins,
@@ -332,11 +436,27 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.plugins.contains_key(&self.cni.default_plugin) {
-            return Err(ConfigError::Invalid(format!(
-                "cni.default_plugin {:?} is not declared under [plugins]",
-                self.cni.default_plugin
-            )));
+        if self.cni.is_none() && self.csi.is_none() && self.cri.is_none() {
+            return Err(ConfigError::Invalid(
+                "no interface to serve: add a [cni], [csi] or [cri] table".to_string(),
+            ));
+        }
+        if let Some(cni) = &self.cni {
+            match self.plugins.get(&cni.default_plugin) {
+                None => {
+                    return Err(ConfigError::Invalid(format!(
+                        "cni.default_plugin {:?} is not declared under [plugins]",
+                        cni.default_plugin
+                    )));
+                }
+                Some(p) if p.world != World::Network => {
+                    return Err(ConfigError::Invalid(format!(
+                        "cni.default_plugin {:?} is a {:?} plugin, not a network one",
+                        cni.default_plugin, p.world
+                    )));
+                }
+                Some(_) => {}
+            }
         }
         for (name, p) in &self.plugins {
             if p.timeout_ms == 0 || p.memory_mb == 0 {
@@ -358,21 +478,15 @@ impl Config {
                 )));
             }
         }
-        match self.plugins.get(&self.cni.default_plugin) {
-            Some(p) if p.world != World::Network => {
-                return Err(ConfigError::Invalid(format!(
-                    "cni.default_plugin {:?} is a {:?} plugin, not a network one",
-                    self.cni.default_plugin, p.world
-                )));
-            }
-            _ => {}
-        }
         if let Some(cri) = &self.cri {
             if cri.upstream != "builtin" && !cri.upstream.starts_with("unix://") {
                 return Err(ConfigError::Invalid(format!(
                     "cri.upstream {:?} must be \"builtin\" or a unix:// endpoint",
                     cri.upstream
                 )));
+            }
+            if let Some(net) = &cri.network {
+                net.validate(cri, self.cni.as_ref())?;
             }
             for h in &cri.hooks {
                 match self.plugins.get(h) {
@@ -469,11 +583,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_file_is_the_default_setup() {
-        let cfg: Config = toml::from_str("").unwrap();
-        assert_eq!(cfg.cni.default_plugin, "bridge");
+    fn no_file_is_the_default_setup_and_an_empty_one_serves_nothing() {
+        let cfg = Config::default();
+        assert_eq!(cfg.cni.as_ref().unwrap().default_plugin, "bridge");
+        assert!(cfg.csi.is_some() && cfg.cri.is_some());
         assert!(cfg.plugins.contains_key("bridge"));
         cfg.validate().unwrap();
+        let cfg: Config = toml::from_str("").unwrap();
+        assert!(cfg.cni.is_none() && cfg.csi.is_none() && cfg.cri.is_none());
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("no interface to serve"), "{err}");
+    }
+
+    #[test]
+    fn each_interface_is_served_exactly_when_its_table_is_present() {
+        // A storage-only node: no [cni], and no network plugin declared.
+        let csi_only: Config = toml::from_str(
+            "[csi]\nplugin = \"hp\"\n[plugins.hp]\nworld = \"storage\"\npath = \"h.wasm\"\n",
+        )
+        .unwrap();
+        assert!(csi_only.cni.is_none() && csi_only.cri.is_none());
+        csi_only.validate().unwrap();
+        // A CRI-only node in front of containerd, with no plugin at all.
+        let cri_only: Config =
+            toml::from_str("[cri]\nupstream = \"unix:///run/containerd/containerd.sock\"\n")
+                .unwrap();
+        assert!(cri_only.cni.is_none() && cri_only.csi.is_none());
+        cri_only.validate().unwrap();
+        // [cni] present: its plugin must be there.
+        let cfg: Config = toml::from_str("[cni]\n[csi]\nplugin = \"hp\"\n[plugins.hp]\nworld = \"storage\"\npath = \"h.wasm\"\n").unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("cni.default_plugin \"bridge\" is not declared"), "{err}");
     }
 
     #[test]
@@ -500,12 +640,65 @@ mod tests {
         let file = dir.join("wasmgate.toml");
         std::fs::write(
             &file,
-            "[plugins.bridge]\npath = \"p.wasm\"\ntimeout_ms = 50\n",
+            "[cni]\n[plugins.bridge]\npath = \"p.wasm\"\ntimeout_ms = 50\n",
         )
         .unwrap();
         let cfg = Config::load(&file).unwrap();
         assert_eq!(cfg.plugins["bridge"].path, dir.join("p.wasm"));
         assert_eq!(cfg.plugins["bridge"].timeout_ms, 50);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn cri_network_is_on_in_the_embedded_defaults_and_off_without_its_table() {
+        let net = Config::default().cri.unwrap().network.unwrap();
+        assert_eq!(net.conf_dir(Path::new("/s")), Path::new("/s/net.d"));
+        assert!(net.owns_conf_dir());
+        assert_eq!(net.bin_dirs().last().unwrap(), Path::new("/opt/cni/bin"));
+        assert_eq!(net.netns_dir, Path::new("/var/run/netns"));
+
+        let cri = "[cri]\nupstream = \"builtin\"\n";
+        let cfg: Config = toml::from_str(cri).unwrap();
+        assert!(cfg.cri.unwrap().network.is_none());
+
+        let cfg: Config = toml::from_str(&format!(
+            "{cri}[cri.network]\nconf_dir = \"/etc/cni/net.d\"\nbin_dirs = [\"/usr/lib/cni\"]\n"
+        ))
+        .unwrap();
+        cfg.validate().unwrap();
+        let net = cfg.cri.unwrap().network.unwrap();
+        assert!(!net.owns_conf_dir());
+        assert_eq!(net.bin_dirs(), [Path::new("/usr/lib/cni")]);
+        assert_eq!(net.plugin_timeout(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn cri_network_is_refused_where_it_cannot_work() {
+        let cases = [
+            (
+                "[cri]\nupstream = \"unix:///run/containerd/containerd.sock\"\n[cri.network]\n",
+                "only the builtin runtime takes it",
+            ),
+            (
+                "[cri]\n[cri.network]\n",
+                "wasmgate's default network, which needs a [cni] table",
+            ),
+            (
+                "[cri]\n[cri.network]\nconf_dir = \"net.d\"\n",
+                "net.d must be an absolute path",
+            ),
+            (
+                "[cri]\n[cri.network]\nconf_dir = \"/n\"\nplugin_timeout_ms = 0\n",
+                "plugin_timeout_ms must be positive",
+            ),
+        ];
+        for (toml_text, want) in cases {
+            let cfg: Config = toml::from_str(toml_text).unwrap();
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("cri.network: ") && err.contains(want),
+                "{toml_text}: {err}"
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod cni;
 pub mod config;
 pub mod cri;
 pub mod csi;
+pub mod grpc;
 mod socket;
 pub mod state;
 pub mod trace;
@@ -118,39 +119,50 @@ pub async fn run_with(
     }
     let records = Arc::new(Records::open(&cfg.state_dir.join("host.redb"))?);
     let trace = Arc::new(trace::Trace::default());
-    let svc = Arc::new(
-        CniService::new(
-            registry.clone(),
-            effects.network,
-            records.clone(),
-            policies,
-            cfg.cni.default_plugin.clone(),
-        )
-        .with_deferred_teardown(cfg.cni.deferred_teardown)
-        .with_trace(trace.clone()),
-    );
-
-    let finished = svc
-        .finish_teardowns()
-        .await
-        .map_err(|e| DaemonError::Startup(e.to_string()))?;
-    if finished > 0 {
-        tracing::info!(finished, "finished teardowns a previous run left");
-    }
-
-    // DELs queued while we were down go first: an ADD for the same pod must not overtake them.
-    let queue = DelQueue::new(cfg.cni.queue_dir.clone());
-    let replayed = cni::queue::replay(&svc, &queue).await;
-    if replayed > 0 {
-        tracing::info!(replayed, "applied queued DELs");
-    }
-
     let io = |what, path: &PathBuf| {
         let path = path.clone();
         move |source| DaemonError::Io { what, path, source }
     };
-    let cni_listener =
-        socket::bind(&cfg.cni.socket, 0o660).map_err(io("bind cni socket", &cfg.cni.socket))?;
+    // The CNI socket, its service and the DEL queue's poller, when the node serves CNI.
+    let mut cni_tasks = Vec::new();
+    if let Some(cni) = &cfg.cni {
+        let svc = Arc::new(
+            CniService::new(
+                registry.clone(),
+                effects.network,
+                records.clone(),
+                policies,
+                cni.default_plugin.clone(),
+            )
+            .with_deferred_teardown(cni.deferred_teardown)
+            .with_trace(trace.clone()),
+        );
+        let finished = svc
+            .finish_teardowns()
+            .await
+            .map_err(|e| DaemonError::Startup(e.to_string()))?;
+        if finished > 0 {
+            tracing::info!(finished, "finished teardowns a previous run left");
+        }
+        // DELs queued while we were down go first: an ADD for the same pod must not overtake them.
+        let queue = DelQueue::new(cni.queue_dir.clone());
+        let replayed = cni::queue::replay(&svc, &queue).await;
+        if replayed > 0 {
+            tracing::info!(replayed, "applied queued DELs");
+        }
+        let listener =
+            socket::bind(&cni.socket, 0o660).map_err(io("bind cni socket", &cni.socket))?;
+        let poll = Duration::from_millis(cni.queue_poll_ms.max(50));
+        let poller_svc = svc.clone();
+        cni_tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(poll).await;
+                cni::queue::replay(&poller_svc, &queue).await;
+            }
+        }));
+        cni_tasks.push(tokio::spawn(cni::server::serve(listener, svc)));
+        tracing::info!(cni = %cni.socket.display(), "serving cni");
+    }
     let admin_listener = socket::bind(&cfg.admin.socket, 0o600)
         .map_err(io("bind admin socket", &cfg.admin.socket))?;
     let _watcher = if watched.is_empty() {
@@ -159,15 +171,6 @@ pub async fn run_with(
         Some(watch::spawn(registry.clone(), watched)?)
     };
 
-    let poll = Duration::from_millis(cfg.cni.queue_poll_ms.max(50));
-    let poller_svc = svc.clone();
-    let poller = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(poll).await;
-            cni::queue::replay(&poller_svc, &queue).await;
-        }
-    });
-    let cni_task = tokio::spawn(cni::server::serve(cni_listener, svc));
     // Every gRPC server task: CRI (and the builtin runtime), CSI, registration.
     let mut grpc_tasks = Vec::new();
     if let Some(cri) = &cfg.cri {
@@ -180,9 +183,11 @@ pub async fn run_with(
                 let listener =
                     socket::bind(&path, 0o600).map_err(io("bind builtin runtime socket", &path))?;
                 let b = Arc::new(cri::builtin::Builtin::new());
+                let b = Arc::new(b.map_err(|e| DaemonError::Startup(e.to_string()))?);
                 let served = b.clone();
+                let incoming = grpc::Incoming::new(listener, "cri-builtin", &path, trace.clone());
                 grpc_tasks.push(tokio::spawn(async move {
-                    if let Err(e) = cri::upstream::serve_builtin(listener, served).await {
+                    if let Err(e) = cri::upstream::serve_builtin(incoming, served).await {
                         tracing::error!("builtin runtime stopped: {e}");
                     }
                 }));
@@ -207,8 +212,9 @@ pub async fn run_with(
         // kubelet runs as root; nobody else may drive the runtime.
         let listener =
             socket::bind(&cri.socket, 0o600).map_err(io("bind cri socket", &cri.socket))?;
+        let incoming = grpc::Incoming::new(listener, "cri", &cri.socket, trace.clone());
         grpc_tasks.push(tokio::spawn(async move {
-            if let Err(e) = cri::serve(listener, svc, std::future::pending()).await {
+            if let Err(e) = cri::serve(incoming, svc, std::future::pending()).await {
                 tracing::error!("cri server stopped: {e}");
             }
         }));
@@ -227,8 +233,9 @@ pub async fn run_with(
         let path = csi.socket_path();
         // kubelet and the sidecars run as root; nobody else has business on this socket.
         let listener = socket::bind(&path, 0o600).map_err(io("bind csi socket", &path))?;
+        let incoming = grpc::Incoming::new(listener, "csi", &path, trace.clone());
         grpc_tasks.push(tokio::spawn(async move {
-            if let Err(e) = csi::server::serve(listener, svc, std::future::pending()).await {
+            if let Err(e) = csi::server::serve(incoming, svc, std::future::pending()).await {
                 tracing::error!("csi server stopped: {e}");
             }
         }));
@@ -237,13 +244,16 @@ pub async fn run_with(
             let reg_path = csi.registration_socket();
             let listener = socket::bind(&reg_path, 0o600)
                 .map_err(io("bind registration socket", &reg_path))?;
+            let incoming =
+                grpc::Incoming::new(listener, "registration", &reg_path, trace.clone());
             let reg = Arc::new(csi::registration::Registration::new(
                 csi.driver.clone(),
                 path,
+                trace.clone(),
             ));
             grpc_tasks.push(tokio::spawn(async move {
                 if let Err(e) =
-                    csi::registration::serve(listener, reg, std::future::pending()).await
+                    csi::registration::serve(incoming, reg, std::future::pending()).await
                 {
                     tracing::error!("registration server stopped: {e}");
                 }
@@ -251,16 +261,19 @@ pub async fn run_with(
         }
     }
     let admin_task = tokio::spawn(admin::serve(admin_listener, registry, trace));
-    tracing::info!(cni = %cfg.cni.socket.display(), admin = %cfg.admin.socket.display(), "serving");
+    tracing::info!(admin = %cfg.admin.socket.display(), "serving");
 
     shutdown.await;
-    cni_task.abort();
     admin_task.abort();
-    poller.abort();
+    for t in cni_tasks {
+        t.abort();
+    }
     for t in grpc_tasks {
         t.abort();
     }
-    let _ = std::fs::remove_file(&cfg.cni.socket);
+    if let Some(cni) = &cfg.cni {
+        let _ = std::fs::remove_file(&cni.socket);
+    }
     let _ = std::fs::remove_file(&cfg.admin.socket);
     if let Some(cri) = &cfg.cri {
         let _ = std::fs::remove_file(&cri.socket);

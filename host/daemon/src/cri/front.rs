@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
@@ -660,14 +658,14 @@ impl<const I: bool> Service<http::Request<Body>> for Front<I> {
 const MAX_MESSAGE: usize = 16 << 20;
 
 pub async fn serve(
-    listener: UnixListener,
+    incoming: crate::grpc::Incoming,
     svc: Arc<CriService>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(Front::<false>(svc.clone()))
         .add_service(Front::<true>(svc))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 

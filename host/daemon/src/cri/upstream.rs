@@ -10,8 +10,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
@@ -187,12 +185,12 @@ fn images_server(b: Arc<Builtin>) -> ImageServiceServer<Builtin> {
 
 /// Serves the builtin runtime on `listener` until the task is dropped.
 pub async fn serve_builtin(
-    listener: UnixListener,
+    incoming: crate::grpc::Incoming,
     b: Arc<Builtin>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(runtime_server(b.clone()))
         .add_service(images_server(b))
-        .serve_with_incoming(UnixListenerStream::new(listener))
+        .serve_with_incoming(incoming)
         .await
 }

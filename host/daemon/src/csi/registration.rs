@@ -3,13 +3,16 @@
 //! to the CSI socket it names. This is the node-driver-registrar sidecar's whole job.
 
 use std::future::Future;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 use wasmgate_proto::pluginregistration as pb;
+
+use crate::grpc::Incoming;
+use crate::trace::{CallRecord, Trace, now_ms};
 
 /// The CSI versions kubelet may speak to us, as node-driver-registrar reports them.
 const SUPPORTED_VERSIONS: &[&str] = &["1.0.0"];
@@ -19,15 +22,41 @@ pub struct Registration {
     endpoint: PathBuf,
     /// kubelet's last word on the registration: registered, or why not.
     status: Mutex<Option<Result<(), String>>>,
+    trace: Arc<Trace>,
 }
 
 impl Registration {
-    pub fn new(driver: String, endpoint: PathBuf) -> Self {
+    pub fn new(driver: String, endpoint: PathBuf, trace: Arc<Trace>) -> Self {
         Self {
             driver,
             endpoint,
             status: Mutex::new(None),
+            trace,
         }
+    }
+
+    /// Each of kubelet's calls is traced like any other: when the driver is missing from
+    /// kubelet's list, these records say whether kubelet ever asked, and what it answered.
+    fn record(&self, method: &str, started: (u64, Instant), outcome: Result<(), String>) {
+        let mut ids = BTreeMap::new();
+        ids.insert("driver".to_string(), self.driver.clone());
+        self.trace.record(CallRecord {
+            at_ms: started.0,
+            interface: "registration".into(),
+            method: method.into(),
+            plugin: None,
+            plugin_sha256: None,
+            network: None,
+            container_id: String::new(),
+            ifname: String::new(),
+            ids,
+            hooks: Vec::new(),
+            upstream_us: None,
+            ok: outcome.is_ok(),
+            code: None,
+            msg: outcome.err(),
+            elapsed_us: started.1.elapsed().as_micros() as u64,
+        });
     }
 
     pub fn status(&self) -> Option<Result<(), String>> {
@@ -44,6 +73,7 @@ impl pb::registration_server::Registration for Registration {
         &self,
         _req: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::PluginInfo>, Status> {
+        self.record("GetInfo", (now_ms(), Instant::now()), Ok(()));
         Ok(Response::new(pb::PluginInfo {
             r#type: "CSIPlugin".to_string(),
             name: self.driver.clone(),
@@ -56,6 +86,7 @@ impl pb::registration_server::Registration for Registration {
         &self,
         req: Request<pb::RegistrationStatus>,
     ) -> Result<Response<pb::RegistrationStatusResponse>, Status> {
+        let started = (now_ms(), Instant::now());
         let req = req.into_inner();
         let status = if req.plugin_registered {
             tracing::info!(driver = %self.driver, "kubelet registered the driver");
@@ -64,18 +95,23 @@ impl pb::registration_server::Registration for Registration {
             tracing::error!(driver = %self.driver, error = %req.error, "kubelet refused the driver");
             Err(req.error)
         };
+        // A refusal is kubelet's, not the call's; it is marked failed so `trace --errors` shows it.
+        let outcome = status
+            .clone()
+            .map_err(|e| format!("kubelet refused the driver: {e}"));
+        self.record("NotifyRegistrationStatus", started, outcome);
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
         Ok(Response::new(pb::RegistrationStatusResponse {}))
     }
 }
 
 pub async fn serve(
-    listener: UnixListener,
-    reg: std::sync::Arc<Registration>,
+    incoming: Incoming,
+    reg: Arc<Registration>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(pb::registration_server::RegistrationServer::from_arc(reg))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -4,14 +4,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use wasmgate_proto::csi::v1::{
     controller_server::ControllerServer, group_controller_server::GroupControllerServer,
     identity_server::IdentityServer, node_server::NodeServer,
 };
 
 use super::CsiService;
+use crate::grpc::Incoming;
 use super::controller::Controller;
 use super::group_controller::GroupController;
 use super::identity::Identity;
@@ -21,7 +20,7 @@ use super::node::Node;
 const MAX_MESSAGE: usize = 4 << 20;
 
 pub async fn serve(
-    listener: UnixListener,
+    incoming: Incoming,
     svc: Arc<CsiService>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -37,6 +36,6 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(NodeServer::new(Node(svc)).max_decoding_message_size(MAX_MESSAGE))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
