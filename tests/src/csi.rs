@@ -35,6 +35,70 @@ impl Csi {
     }
 }
 
+/// What a driver advertises through the socket: its plugin capabilities, and its controller and
+/// node RPC capabilities as wire numbers, so that a value this build's schema does not know is
+/// seen too.
+#[derive(Debug)]
+pub struct Advertised {
+    pub plugin: Vec<pb::PluginCapability>,
+    pub controller: Vec<i32>,
+    pub node: Vec<i32>,
+}
+
+impl Advertised {
+    /// Whether the plugin capabilities name the service `t`.
+    pub fn has_service(&self, t: pb::plugin_capability::service::Type) -> bool {
+        use pb::plugin_capability::Type;
+        self.plugin
+            .iter()
+            .any(|c| matches!(&c.r#type, Some(Type::Service(s)) if s.r#type == t as i32))
+    }
+}
+
+/// GetPluginCapabilities, ControllerGetCapabilities and NodeGetCapabilities.
+pub async fn advertised(c: &mut Csi) -> Advertised {
+    use pb::controller_service_capability::Type as Ctl;
+    use pb::node_service_capability::Type as Node;
+    let plugin = c
+        .identity
+        .get_plugin_capabilities(pb::GetPluginCapabilitiesRequest {})
+        .await
+        .expect("GetPluginCapabilities")
+        .into_inner()
+        .capabilities;
+    let controller = c
+        .controller
+        .controller_get_capabilities(pb::ControllerGetCapabilitiesRequest {})
+        .await
+        .expect("ControllerGetCapabilities")
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .map(|cap| match cap.r#type {
+            Some(Ctl::Rpc(r)) => r.r#type,
+            None => panic!("a controller capability without an RPC"),
+        })
+        .collect();
+    let node = c
+        .node
+        .node_get_capabilities(pb::NodeGetCapabilitiesRequest {})
+        .await
+        .expect("NodeGetCapabilities")
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .map(|cap| match cap.r#type {
+            Some(Node::Rpc(r)) => r.r#type,
+            None => panic!("a node capability without an RPC"),
+        })
+        .collect();
+    Advertised {
+        plugin,
+        controller,
+        node,
+    }
+}
+
 /// A mount-type capability with `mode`.
 pub fn mount_cap(mode: pb::volume_capability::access_mode::Mode) -> pb::VolumeCapability {
     pb::VolumeCapability {

@@ -544,3 +544,29 @@ async fn path_spellings_share_one_record() {
             .expect("nothing keeps the volume published");
     }
 }
+
+/// The host advertises what the driver lists and nothing of its own: csi-misbehave lists one
+/// capability of each kind, and a client sees exactly those, no default and no alpha one added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_are_the_drivers_own() {
+    use pb::plugin_capability::{Service, Type, service};
+    let d = misbehaving("ok", "");
+    let mut c = Csi::connect(&d.csi_socket()).await;
+    let caps = csi::advertised(&mut c).await;
+    assert_eq!(
+        caps.plugin,
+        [pb::PluginCapability {
+            r#type: Some(Type::Service(Service {
+                r#type: service::Type::ControllerService as i32,
+            })),
+        }]
+    );
+    assert_eq!(
+        caps.controller,
+        [pb::controller_service_capability::rpc::Type::CreateDeleteVolume as i32]
+    );
+    assert_eq!(
+        caps.node,
+        [pb::node_service_capability::rpc::Type::StageUnstageVolume as i32]
+    );
+}

@@ -21,6 +21,8 @@ use pb::volume_capability::access_mode::Mode;
 
 const GIB: i64 = 1 << 30;
 const ATTACH: &str = r#"config = { attach-required = "true" }"#;
+/// The opt-in to the alpha GetSnapshot (controller capability GET_SNAPSHOT).
+const GET_SNAPSHOT: &str = r#"config = { alpha-capabilities = "get-snapshot" }"#;
 
 fn ok<T>(r: Result<Response<T>, Status>, what: &str) -> T {
     match r {
@@ -327,7 +329,7 @@ async fn idempotent_controller_get_capabilities() {
         n.c.controller
             .controller_get_capabilities(pb::ControllerGetCapabilitiesRequest {})
     );
-    assert_eq!(caps.capabilities.len(), 10, "{caps:?}");
+    assert_eq!(caps.capabilities.len(), 9, "{caps:?}");
 }
 
 #[tokio::test]
@@ -353,7 +355,7 @@ async fn idempotent_controller_create_snapshot() {
 
 #[tokio::test]
 async fn idempotent_controller_delete_snapshot() {
-    let mut n = Node::start("").await;
+    let mut n = Node::start(GET_SNAPSHOT).await;
     let vol = n.create("pvc-snap-delete", 0).await;
     let snap = n.snapshot("snap-delete-twice", &vol.volume_id).await;
     let req = pb::DeleteSnapshotRequest {
@@ -377,7 +379,7 @@ async fn idempotent_controller_delete_snapshot() {
 
 #[tokio::test]
 async fn idempotent_controller_list_snapshots_and_get_snapshot() {
-    let mut n = Node::start("").await;
+    let mut n = Node::start(GET_SNAPSHOT).await;
     let vol = n.create("pvc-snap-list", 0).await;
     let a = n.snapshot("snap-a", &vol.volume_id).await;
     n.snapshot("snap-b", &vol.volume_id).await;

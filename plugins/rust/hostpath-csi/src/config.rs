@@ -10,6 +10,7 @@
 //! | `default-volume-bytes` | 1 GiB: a volume created without a capacity range |
 //! | `max-volumes-per-node` | 0 (unlimited) |
 //! | `attach-required` | `false` |
+//! | `alpha-capabilities` | none: alpha capabilities to advertise, e.g. `get-snapshot` |
 //! | `latency-ms` | 0: a sleep at the start of every mutating call |
 //!
 //! Byte sizes are a decimal count with an optional binary (`Ki`, `Mi`, `Gi`, `Ti`) or decimal
@@ -44,8 +45,22 @@ pub struct Config {
     pub default_volume_bytes: i64,
     pub max_volumes_per_node: i64,
     pub attach_required: bool,
+    pub alpha: Alpha,
     pub latency: Duration,
 }
+
+/// The alpha capabilities (spec 1.12) this driver implements, advertised only when the operator
+/// asks for them, as upstream drivers gate alpha features: a CO built against an older spec
+/// refuses a whole capability list over one value it does not know (`Unknown capability: 15`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Alpha {
+    /// Controller GET_SNAPSHOT.
+    pub get_snapshot: bool,
+}
+
+/// The alpha capabilities of spec 1.12 this driver does not implement: naming one is refused,
+/// since advertising an RPC that only answers `unimplemented` would mislead the CO.
+const UNIMPLEMENTED_ALPHA: [&str; 2] = ["modify-volume", "snapshot-metadata-service"];
 
 fn read(settings: &impl Settings, key: &str) -> Result<Option<String>, CsiError> {
     settings
@@ -111,6 +126,7 @@ impl Config {
                 .ok_or_else(|| bad("max-volumes-per-node", &v, "expected a count"))?,
         };
         let attach_required = attach_required(settings)?;
+        let alpha = alpha(settings)?;
         let latency = match read(settings, "latency-ms")? {
             None => Duration::ZERO,
             Some(v) => v
@@ -129,6 +145,7 @@ impl Config {
             default_volume_bytes,
             max_volumes_per_node,
             attach_required,
+            alpha,
             latency,
         })
     }
@@ -144,6 +161,37 @@ pub fn attach_required(settings: &impl Settings) -> Result<bool, CsiError> {
             _ => Err(bad("attach-required", &v, "expected true or false")),
         },
     }
+}
+
+/// `alpha-capabilities` alone, for `get-capabilities`, which has no error to return: names
+/// separated by commas or whitespace.
+pub fn alpha(settings: &impl Settings) -> Result<Alpha, CsiError> {
+    const KEY: &str = "alpha-capabilities";
+    let mut alpha = Alpha::default();
+    let Some(v) = read(settings, KEY)? else {
+        return Ok(alpha);
+    };
+    for name in v.split(|c: char| c == ',' || c.is_whitespace()) {
+        match name {
+            "" => {}
+            "get-snapshot" => alpha.get_snapshot = true,
+            n if UNIMPLEMENTED_ALPHA.contains(&n) => {
+                return Err(bad(
+                    KEY,
+                    &v,
+                    &format!("{n} is not implemented by this driver"),
+                ));
+            }
+            n => {
+                return Err(bad(
+                    KEY,
+                    &v,
+                    &format!("unknown alpha capability {n:?}, expected get-snapshot"),
+                ));
+            }
+        }
+    }
+    Ok(alpha)
 }
 
 #[cfg(test)]
@@ -185,6 +233,7 @@ pub mod tests {
         assert_eq!(c.default_volume_bytes, GIB);
         assert_eq!(c.max_volumes_per_node, 0);
         assert!(!c.attach_required);
+        assert_eq!(c.alpha, Alpha::default(), "alpha capabilities are opt-in");
         assert_eq!(c.latency, Duration::ZERO);
     }
 
@@ -219,6 +268,9 @@ pub mod tests {
             ("capacity-bytes", "lots"),
             ("max-volumes-per-node", "-2"),
             ("attach-required", "maybe"),
+            ("alpha-capabilities", "get-snapshots"),
+            ("alpha-capabilities", "get-snapshot modify-volume"),
+            ("alpha-capabilities", "snapshot-metadata-service"),
             ("latency-ms", "600000"),
             ("default-volume-bytes", "0"),
         ] {
@@ -226,5 +278,33 @@ pub mod tests {
             assert_eq!(e.code, ErrorCode::Internal);
             assert!(e.message.contains(key), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn alpha_capabilities_are_opted_into_by_name() {
+        for value in [
+            "get-snapshot",
+            " get-snapshot ",
+            "get-snapshot,",
+            "get-snapshot, get-snapshot",
+        ] {
+            let c = Config::load(&MapSettings::of(&[("alpha-capabilities", value)])).unwrap();
+            assert!(c.alpha.get_snapshot, "{value:?}");
+        }
+        let c = Config::load(&MapSettings::of(&[("alpha-capabilities", "")])).unwrap();
+        assert!(!c.alpha.get_snapshot);
+        let e = alpha(&MapSettings::of(&[("alpha-capabilities", "modify-volume")])).unwrap_err();
+        assert!(
+            e.message.contains("modify-volume is not implemented"),
+            "{}",
+            e.message
+        );
+        let e = alpha(&MapSettings::of(&[("alpha-capabilities", "GET_SNAPSHOT")])).unwrap_err();
+        assert!(
+            e.message
+                .contains("unknown alpha capability \"GET_SNAPSHOT\""),
+            "{}",
+            e.message
+        );
     }
 }

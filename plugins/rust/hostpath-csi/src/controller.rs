@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::Alpha;
 use crate::driver::{Driver, MAX_NAME_BYTES, choose_capacity, page, satisfies, vname_key, vol_key};
 use crate::error::{
     already_exists, exhausted, invalid, not_found, out_of_range, precondition, require,
@@ -20,7 +21,9 @@ use crate::wasmgate::plugin::csi_types::{
 
 pub const BLOCK_UNSUPPORTED: &str = "block volumes are not supported";
 
-pub fn capabilities(attach_required: bool) -> Vec<ControllerCapability> {
+/// VOLUME_CONDITION and GET_VOLUME are alpha too, but in the spec since 1.3: every client knows
+/// them, so only the newer alpha values wait for [`Alpha`].
+pub fn capabilities(attach_required: bool, alpha: Alpha) -> Vec<ControllerCapability> {
     use ControllerCapability::*;
     let mut caps = vec![
         CreateDeleteVolume,
@@ -32,10 +35,12 @@ pub fn capabilities(attach_required: bool) -> Vec<ControllerCapability> {
         ExpandVolume,
         GetVolume,
         VolumeCondition,
-        GetSnapshot,
     ];
     if attach_required {
         caps.extend([PublishUnpublishVolume, ListVolumesPublishedNodes]);
+    }
+    if alpha.get_snapshot {
+        caps.push(GetSnapshot);
     }
     caps
 }

@@ -77,8 +77,12 @@ impl id::Guest for Plugin {
 
 impl ctl::Guest for Plugin {
     fn get_capabilities() -> Vec<ControllerCapability> {
-        // No error to return here: a broken `attach-required` surfaces in probe and every call.
-        controller::capabilities(config::attach_required(&WasiSettings).unwrap_or(false))
+        // No error to return here: a broken `attach-required` or `alpha-capabilities` surfaces in
+        // probe and every call.
+        controller::capabilities(
+            config::attach_required(&WasiSettings).unwrap_or(false),
+            config::alpha(&WasiSettings).unwrap_or_default(),
+        )
     }
 
     fn create_volume(req: ctl::CreateVolumeRequest) -> Result<Volume, CsiError> {

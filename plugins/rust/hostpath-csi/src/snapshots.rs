@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::driver::{Driver, MAX_NAME_BYTES, now_secs, page, sname_key, snap_key};
-use crate::error::{already_exists, invalid, not_found, require};
+use crate::error::{already_exists, invalid, not_found, require, unimplemented};
 use crate::exports::wasmgate::plugin::snapshots::{
     CreateSnapshotRequest, ListSnapshotsRequest, SnapshotPage,
 };
@@ -121,6 +121,13 @@ impl<K: Kv> Driver<'_, K> {
     }
 
     pub fn get_snapshot(&self, id: &str) -> Result<Snapshot, CsiError> {
+        // The host refuses it too while GET_SNAPSHOT is not advertised; the stock wasmtime CLI
+        // does not.
+        if !self.cfg.alpha.get_snapshot {
+            return Err(unimplemented(
+                "get snapshot is not enabled: alpha-capabilities does not list get-snapshot",
+            ));
+        }
         require(id, "snapshot id")?;
         self.snapshot(id)?
             .map(|s| s.to_csi())

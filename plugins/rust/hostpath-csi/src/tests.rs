@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::tests::MapSettings;
-use crate::config::{Config, GIB};
+use crate::config::{Alpha, Config, GIB};
 use crate::controller::{self, BLOCK_UNSUPPORTED};
 use crate::driver::Driver;
 use crate::exports::wasmgate::plugin::controller::{
@@ -24,6 +24,9 @@ use crate::wasmgate::plugin::csi_types::{
     AccessMode, AccessType, CapacityRange, ContentSource, ControllerCapability, CsiError,
     ErrorCode, Mount, MountSource, MountVolume, PluginCapability, Volume, VolumeCapability,
 };
+
+/// The opt-in to the alpha GetSnapshot.
+const GET_SNAPSHOT: &[(&str, &str)] = &[("alpha-capabilities", "get-snapshot")];
 
 struct Env {
     kv: FakeKv,
@@ -276,7 +279,7 @@ fn probe_checks_settings_and_data_dir() {
 #[test]
 fn controller_capabilities_follow_attach_required() {
     use ControllerCapability::*;
-    let caps = controller::capabilities(false);
+    let caps = controller::capabilities(false, Alpha::default());
     for c in [
         CreateDeleteVolume,
         ListVolumes,
@@ -287,15 +290,47 @@ fn controller_capabilities_follow_attach_required() {
         ExpandVolume,
         GetVolume,
         VolumeCondition,
-        GetSnapshot,
     ] {
         assert!(caps.contains(&c), "{c:?}");
     }
     assert!(!caps.contains(&PublishUnpublishVolume));
     assert!(!caps.contains(&ModifyVolume));
-    let caps = controller::capabilities(true);
+    let caps = controller::capabilities(true, Alpha::default());
     assert!(caps.contains(&PublishUnpublishVolume));
     assert!(caps.contains(&ListVolumesPublishedNodes));
+}
+
+#[test]
+fn alpha_capabilities_are_advertised_only_when_opted_into() {
+    use ControllerCapability::*;
+    for attach in [false, true] {
+        let caps = controller::capabilities(attach, Alpha::default());
+        assert!(
+            !caps.contains(&GetSnapshot) && !caps.contains(&ModifyVolume),
+            "{caps:?}"
+        );
+        let env = Env::with(GET_SNAPSHOT);
+        let caps = controller::capabilities(attach, env.d().cfg.alpha);
+        assert!(caps.contains(&GetSnapshot), "{caps:?}");
+        assert!(!caps.contains(&ModifyVolume), "{caps:?}");
+    }
+    assert!(!identity::capabilities().contains(&PluginCapability::SnapshotMetadataService));
+
+    // Not advertised, not served: under the stock wasmtime CLI no host gates the call.
+    let env = Env::new();
+    let d = env.d();
+    let vol = env.create("v").volume_id;
+    let s = d.create_snapshot(&snap_req("s", &vol)).unwrap();
+    fails(
+        d.get_snapshot(&s.snapshot_id),
+        ErrorCode::Unimplemented,
+        "alpha-capabilities",
+    );
+    let env = Env {
+        settings: MapSettings::of(GET_SNAPSHOT),
+        ..env
+    };
+    assert_eq!(env.d().get_snapshot(&s.snapshot_id).unwrap(), s);
 }
 
 // ---- create-volume ----
@@ -974,7 +1009,7 @@ fn controller_publish_honours_max_volumes_per_node() {
 
 #[test]
 fn snapshot_copies_the_tree_and_restores_it() {
-    let env = Env::new();
+    let env = Env::with(GET_SNAPSHOT);
     let d = env.d();
     let src = env.create("src").volume_id;
     fs::create_dir_all(env.vol_dir(&src).join("sub/dir")).unwrap();
@@ -1130,7 +1165,7 @@ fn create_snapshot_is_idempotent_by_name() {
 
 #[test]
 fn delete_snapshot() {
-    let env = Env::new();
+    let env = Env::with(GET_SNAPSHOT);
     let d = env.d();
     let a = env.create("a").volume_id;
     let s = d.create_snapshot(&snap_req("s", &a)).unwrap().snapshot_id;
