@@ -93,43 +93,67 @@ fn kill9_and_restart_keeps_every_allocation() {
     }
 }
 
+/// A DEL with the daemon down is queued at once, not after `connectTimeoutMs`: when the socket is
+/// left behind with nobody listening (a `kill -9`), and when it is gone. The restarted daemon
+/// replays both.
 #[test]
-fn del_while_down_is_queued_and_replayed() {
+fn del_while_down_is_queued_at_once_and_replayed() {
     let mut d = daemon();
     let conf = d.net_conf("1.1.0", json!({ "podcidr": "10.241.0.0/29" }));
     let pods: Vec<(Pod, Value)> = add_pods(&conf, 5);
     assert_eq!(cni("STATUS", "", "", "", &conf).code(), 50);
 
     d.kill9();
-    let (victim, result) = &pods[3];
-    let out = victim.call("DEL", &with_prev(&conf, result));
-    assert_ok_empty(&out);
-    assert_eq!(queued(&d.queue_dir()).len(), 1, "the DEL was not queued");
-    // Nothing has been done yet: only the daemon can.
-    assert_eq!(victim.ns.addrs("eth0"), vec![address(result)]);
+    // The default timeout, which ADD would wait out: crictl gives a DEL 2 s.
+    let slow = d.net_conf(
+        "1.1.0",
+        json!({ "podcidr": "10.241.0.0/29", "connectTimeoutMs": 5000 }),
+    );
+    let victims = [&pods[3], &pods[4]];
+    for (i, (victim, result)) in victims.into_iter().enumerate() {
+        if i == 1 {
+            std::fs::remove_file(d.cni_socket()).expect("the socket kill -9 left behind");
+        }
+        let started = Instant::now();
+        let out = victim.call("DEL", &with_prev(&slow, result));
+        let took = started.elapsed();
+        assert_ok_empty(&out);
+        assert!(
+            took < Duration::from_secs(1),
+            "DEL {i} took {took:?} to queue"
+        );
+        assert_eq!(
+            queued(&d.queue_dir()).len(),
+            i + 1,
+            "DEL {i} was not queued"
+        );
+        // Nothing has been done yet: only the daemon can.
+        assert_eq!(victim.ns.addrs("eth0"), vec![address(result)]);
+    }
 
     d.spawn();
     wait_for(
-        "the queued DEL to be replayed",
+        "the queued DELs to be replayed",
         Duration::from_secs(10),
         || queued(&d.queue_dir()).is_empty(),
     );
-    assert!(victim.ns.gone("eth0"));
-    assert!(d.node.gone(&host_veth(result)));
+    for (victim, result) in victims {
+        assert!(victim.ns.gone("eth0"));
+        assert!(d.node.gone(&host_veth(result)));
+    }
     let leftovers: Vec<_> = std::fs::read_dir(d.queue_dir())
         .map(|e| e.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "queue dir not empty: {leftovers:?}");
 
-    // The address is free again, and it is the one that comes back.
+    // The addresses are free again, and they are the ones that come back.
     let out = cni("STATUS", "", "", "", &conf);
     assert_ok_empty(&out);
+    let freed: BTreeSet<String> = victims.iter().map(|(_, r)| address(r)).collect();
     let newcomer = Pod::new();
-    assert_eq!(
-        address(&newcomer.call("ADD", &conf).ok().json()),
-        address(result)
-    );
-    for (pod, r) in pods.iter().filter(|(p, _)| p.cid != victim.cid) {
+    let got = address(&newcomer.call("ADD", &conf).ok().json());
+    assert!(freed.contains(&got), "{got} is not one of {freed:?}");
+    for (pod, r) in &pods[..3] {
         assert_eq!(pod.ns.addrs("eth0"), vec![address(r)]);
     }
 }
@@ -145,8 +169,9 @@ fn add_and_status_while_down_fail_fast() {
     let out = pod.call("ADD", &conf);
     let took = started.elapsed();
     assert_eq!(out.code(), 11, "{}", out.stdout);
+    // It retried for `connectTimeoutMs` (1 s), as a DEL does not.
     assert!(
-        took < Duration::from_secs(3),
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
         "ADD took {took:?} to give up"
     );
     assert!(pod.ns.gone("eth0"));

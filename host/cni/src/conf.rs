@@ -57,7 +57,8 @@ pub struct NetConf {
     pub socket: Option<String>,
     /// wasmgate: where the shim queues DELs while the daemon is down.
     pub queue_dir: Option<String>,
-    /// wasmgate: how long the shim keeps trying to reach the daemon.
+    /// wasmgate: how long the shim keeps trying to reach the daemon (a DEL is queued at once
+    /// when the socket is absent or nobody listens on it).
     pub connect_timeout_ms: Option<u64>,
     pub call_timeout_ms: Option<u64>,
     /// GC only. `None` means the runtime sent no list, which is not the same as an empty list

@@ -137,7 +137,8 @@ fn declared_version(stdin: &[u8]) -> Option<String> {
 
 fn call_daemon(req: Request, conf: &NetConf) -> Result<String, CniError> {
     let socket = conf.socket_path();
-    let stream = match connect(&socket, conf.connect_timeout()) {
+    let queue_when_down = req.invocation.command == Command::Del;
+    let stream = match connect(&socket, conf.connect_timeout(), queue_when_down) {
         Ok(s) => s,
         Err(e) => return unreachable(&req, conf, &socket, &e),
     };
@@ -149,13 +150,24 @@ fn call_daemon(req: Request, conf: &NetConf) -> Result<String, CniError> {
 }
 
 /// Retries until `timeout`: the daemon may be starting or restarting, and the socket may not
-/// exist yet or refuse connections for a moment.
-fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+/// exist yet or refuse connections for a moment. With `down_is_final`, a socket that is absent
+/// or that nobody listens on fails at once: a DEL is queued then, and the runtime that waits for
+/// it (crictl's 2 s, kubelet's pod teardown) need not wait out the timeout.
+fn connect(path: &Path, timeout: Duration, down_is_final: bool) -> io::Result<UnixStream> {
     let start = Instant::now();
     let mut delay = FIRST_BACKOFF;
     loop {
         match UnixStream::connect(path) {
             Ok(s) => return Ok(s),
+            Err(e)
+                if down_is_final
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) =>
+            {
+                return Err(e);
+            }
             Err(e) => {
                 let elapsed = start.elapsed();
                 if elapsed >= timeout {
