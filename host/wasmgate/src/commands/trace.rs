@@ -1,8 +1,9 @@
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use wasmgate_daemon::admin::{TraceFilter, follow_trace, stats};
-use wasmgate_daemon::trace::TraceLine;
+use wasmgate_daemon::trace::{MethodStats, TraceLine};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,19 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&calls)?);
             return Ok(());
         }
-        println!(
-            "{:<16} {:>8} {:>8} {:>12}",
-            "CALL", "OK", "ERRORS", "MEAN µs"
-        );
-        for (name, s) in calls {
-            let n = (s.ok + s.errors).max(1);
-            println!(
-                "{name:<16} {:>8} {:>8} {:>12}",
-                s.ok,
-                s.errors,
-                s.total_us / n
-            );
-        }
+        print!("{}", stats_table(&calls));
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
@@ -90,6 +79,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         writeln!(out, "{text}").and_then(|_| out.flush()).is_ok()
     })
     .context("wasmgate trace")
+}
+
+/// The counters, one call a line, the first column as wide as the longest name: CSI and CRI
+/// method names run to 30 characters and more.
+fn stats_table(calls: &BTreeMap<String, MethodStats>) -> String {
+    let width = calls
+        .keys()
+        .map(|name| name.chars().count())
+        .fold("CALL".len(), usize::max);
+    let mut out = format!(
+        "{:<width$} {:>8} {:>8} {:>12}\n",
+        "CALL", "OK", "ERRORS", "MEAN µs"
+    );
+    for (name, s) in calls {
+        let n = (s.ok + s.errors).max(1);
+        out.push_str(&format!(
+            "{name:<width$} {:>8} {:>8} {:>12}\n",
+            s.ok,
+            s.errors,
+            s.total_us / n
+        ));
+    }
+    out
 }
 
 /// Which plugin version served the call, when one did (CRI calls are served by the runtime).
@@ -134,4 +146,64 @@ fn hooks_and_upstream(c: &wasmgate_daemon::trace::CallRecord) -> String {
         out.push_str(&format!(" upstream={us}µs"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use wasmgate_daemon::trace::MethodStats;
+
+    #[test]
+    fn stats_columns_line_up_under_long_names() {
+        let calls: BTreeMap<String, MethodStats> = [
+            ("cni.ADD", 3, 0, 3_000),
+            ("cri.ListPodSandboxMetrics", 1, 1, 500),
+            ("csi.ControllerGetCapabilities", 12, 0, 1_200),
+        ]
+        .into_iter()
+        .map(|(name, ok, errors, total_us)| {
+            let s = MethodStats {
+                ok,
+                errors,
+                total_us,
+            };
+            (name.to_string(), s)
+        })
+        .collect();
+        let table = super::stats_table(&calls);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        // Every column ends where the header's does, so every line is as long as the header.
+        let width = lines[0].chars().count();
+        for line in &lines {
+            assert_eq!(line.chars().count(), width, "{table}");
+        }
+        let name_col = "csi.ControllerGetCapabilities".len();
+        for line in &lines[1..] {
+            let (name, numbers) = line.split_at(name_col);
+            assert!(calls.contains_key(name.trim_end()), "{line:?}");
+            assert!(numbers.starts_with(' '), "{line:?}");
+        }
+        let fields =
+            |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_string).collect() };
+        assert_eq!(fields(lines[0]), ["CALL", "OK", "ERRORS", "MEAN", "µs"]);
+        assert_eq!(fields(lines[1]), ["cni.ADD", "3", "0", "1000"]);
+        assert_eq!(
+            fields(lines[2]),
+            ["cri.ListPodSandboxMetrics", "1", "1", "250"]
+        );
+        assert_eq!(
+            fields(lines[3]),
+            ["csi.ControllerGetCapabilities", "12", "0", "100"]
+        );
+    }
+
+    #[test]
+    fn stats_table_without_calls_is_its_header() {
+        assert_eq!(
+            super::stats_table(&BTreeMap::new()),
+            "CALL       OK   ERRORS      MEAN µs\n"
+        );
+    }
 }
