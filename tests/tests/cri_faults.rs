@@ -750,7 +750,10 @@ async fn trace_filter_shows_only_the_method_asked_for() {
     assert_eq!(records[2].code, Some(Code::AlreadyExists as u32));
     let names: Vec<_> = records
         .iter()
-        .map(|r| r.ids["container"].as_str())
+        .map(|r| r.ids["container_name"].as_str())
         .collect();
     assert_eq!(names, ["c1", "c2", "c1"]);
+    // The containers the runtime made, by the IDs it returned; the refused one has none.
+    let made: Vec<_> = records.iter().map(|r| r.ids.get("container")).collect();
+    assert_eq!(made, [Some(&ids[0]), Some(&ids[1]), None]);
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use tokio_stream::StreamExt;
 use tonic::Code;
+use wasmgate_daemon::admin::TraceFilter;
+use wasmgate_daemon::trace::CallRecord;
 use wasmgate_proto::cri::v1 as pb;
 use wasmgate_tests::cri::{self, Rt, run_pod, secured_container};
-use wasmgate_tests::{Daemon, plugin};
+use wasmgate_tests::{Daemon, plugin, unique};
 
 /// CreateContainer of container `name`, `privileged` or not, in `pod`, with a sandbox config
 /// in `namespace`: what the policy hook judges.
@@ -219,6 +221,69 @@ async fn forwarded_calls_carry_their_key_ids_in_the_trace() {
     }
 }
 
+/// The calls that create a pod or a container carry the ID the runtime returned, beside the names
+/// from the request, so that `wasmgate trace --id <id>` finds a pod's or a container's life from
+/// its first call, whether a hook saw the call (decoded) or it was forwarded as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_pods_and_containers_carry_their_new_ids_in_the_trace() {
+    // hook-misbehave allows everything: subscribed to both calls, it puts them on the hooked path.
+    let allow = r#"config = { mode = "allow", events = "run-pod create-container" }"#;
+    for hooked in [false, true] {
+        let hooks = if hooked {
+            vec![("allow", plugin("hook-misbehave"), allow)]
+        } else {
+            Vec::new()
+        };
+        let d = Daemon::start_proxy("builtin", &hooks);
+        let (mut rt, mut im) = cri::clients(d.cri_socket()).await;
+        cri::pull(&mut im, cri::BUSYBOX).await;
+        let all = cri::follow(&d, cri::cri_calls(None));
+        let by_id = |id: &str| TraceFilter {
+            id: Some(id.to_string()),
+            ..cri::cri_calls(None)
+        };
+        // The pod's name is all an operator knows before the pod runs.
+        let name = unique("born-");
+        let named = cri::follow(&d, by_id(&name));
+        let pod = run_pod(&mut rt, &name, "team-a").await;
+        let cid = create(&mut rt, &pod, "team-a", "first", false)
+            .await
+            .unwrap();
+
+        let ids = |r: &CallRecord| -> Vec<(String, String)> { r.ids.clone().into_iter().collect() };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let ran = cri::record_of(&all, "RunPodSandbox");
+        assert_eq!(ran.hooks.is_empty(), !hooked, "{ran:?}");
+        assert_eq!(
+            ids(&ran),
+            [
+                pair("namespace", "team-a"),
+                pair("pod", &pod),
+                pair("pod_name", &name)
+            ],
+            "hooked: {hooked}"
+        );
+        let created = cri::record_of(&all, "CreateContainer");
+        assert_eq!(created.hooks.is_empty(), !hooked, "{created:?}");
+        assert_eq!(
+            ids(&created),
+            [
+                pair("container", &cid),
+                pair("container_name", "first"),
+                pair("pod", &pod)
+            ],
+            "hooked: {hooked}"
+        );
+        // `--id` is the daemon's filter: the new IDs find the calls that made them.
+        assert!(by_id(&pod).matches(&ran) && by_id(&pod).matches(&created));
+        assert!(by_id(&cid).matches(&created) && !by_id(&cid).matches(&ran));
+        // And through the daemon, the pod's name finds its RunPodSandbox, which names the pod.
+        let first = cri::next_record(&named);
+        assert_eq!(first.method, "RunPodSandbox", "{first:?}");
+        assert_eq!(first.ids.get("pod"), Some(&pod), "{first:?}");
+    }
+}
+
 /// A gRPC codec that passes message bytes through, so the test sees what is on the wire.
 #[derive(Default, Clone)]
 struct Raw;
@@ -266,7 +331,8 @@ impl tonic::codec::Decoder for Raw {
 }
 
 /// A runtime that records each call's path and message bytes and answers every call with an
-/// empty message: a stand-in upstream that shows exactly what the proxy sent it.
+/// empty message, RunPodSandbox with [`run_pod_answer`]: a stand-in upstream that shows exactly
+/// what the proxy sent it.
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<Call>>>);
 
@@ -295,18 +361,33 @@ impl tower::Service<http::Request<tonic::body::Body>> for Recorder {
         let calls = self.0.clone();
         Box::pin(async move {
             let path = req.uri().path().to_string();
+            let answer = if path.ends_with("/RunPodSandbox") {
+                run_pod_answer()
+            } else {
+                Vec::new()
+            };
             let svc = tower::service_fn(move |r: tonic::Request<Vec<u8>>| {
                 calls.lock().unwrap().push((path.clone(), r.into_inner()));
-                async { Ok(tonic::Response::new(Vec::new())) }
+                let answer = answer.clone();
+                async { Ok(tonic::Response::new(answer)) }
             });
             Ok(tonic::server::Grpc::new(Raw).unary(svc, req).await)
         })
     }
 }
 
+/// The sandbox "p1", then field 99 (varint 1), which runtime.v1 does not have.
+fn run_pod_answer() -> Vec<u8> {
+    let mut answer = prost::Message::encode_to_vec(&pb::RunPodSandboxResponse {
+        pod_sandbox_id: "p1".into(),
+    });
+    answer.extend([0x98, 0x06, 0x01]);
+    answer
+}
+
 /// With hooks configured, a call no hook subscribes to still reaches the runtime byte for byte,
-/// fields this build's schema lacks included (a newer kubelet's); a subscribed call goes through
-/// the hook, here to a runtime behind a socket.
+/// fields this build's schema lacks included (a newer kubelet's), and so does its answer on the
+/// way back; a subscribed call goes through the hook, here to a runtime behind a socket.
 #[tokio::test]
 async fn unsubscribed_calls_reach_the_runtime_byte_for_byte() {
     let dir = std::env::temp_dir().join(wasmgate_tests::unique("wasmgate-recorder-"));
@@ -364,6 +445,26 @@ async fn unsubscribed_calls_reach_the_runtime_byte_for_byte() {
         sandbox_config: None,
     };
     call("CreateContainer", prost::Message::encode_to_vec(&create)).await;
+    // The answer to a forwarded RunPodSandbox comes back as the runtime gave it, too, though the
+    // proxy reads the new sandbox's ID off it for the trace.
+    let ran = cri::follow(&d, cri::cri_calls(Some("RunPodSandbox")));
+    let run = pb::RunPodSandboxRequest {
+        config: Some(cri::pod_config("web", "team-a")),
+        ..Default::default()
+    };
+    let answer = call("RunPodSandbox", prost::Message::encode_to_vec(&run)).await;
+    assert_eq!(answer.into_inner(), run_pod_answer());
+    let rec = cri::next_record(&ran);
+    assert!(rec.ok && rec.hooks.is_empty(), "{rec:?}");
+    let ids: Vec<(&str, &str)> = rec
+        .ids
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [("namespace", "team-a"), ("pod", "p1"), ("pod_name", "web")]
+    );
 
     let calls = recorder.0.lock().unwrap().clone();
     let paths: Vec<&str> = calls.iter().map(|(p, _)| p.as_str()).collect();

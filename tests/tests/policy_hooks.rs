@@ -204,9 +204,9 @@ async fn daemon_checks(component: PathBuf) {
             assert_eq!(pre.len(), 1, "{rec:?}");
             eprintln!(
                 "CreateContainer {}: {} in {} us",
-                rec.ids["container"], pre[0].decision, pre[0].elapsed_us
+                rec.ids["container_name"], pre[0].decision, pre[0].elapsed_us
             );
-            decisions.push((rec.ids["container"].clone(), pre[0].decision.clone()));
+            decisions.push((rec.ids["container_name"].clone(), pre[0].decision.clone()));
         } else {
             assert!(ours.is_empty(), "the hook ran for {}: {rec:?}", rec.method);
         }

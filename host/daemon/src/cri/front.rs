@@ -52,6 +52,9 @@ struct Rec {
     ids: BTreeMap<String, String>,
     hooks: Vec<HookDecision>,
     upstream_us: Option<u64>,
+    /// The trace key of the ID the runtime's answer carries, for a call that creates a pod or a
+    /// container: `--id` must find the call by the ID every later call names.
+    returned: Option<&'static str>,
     at_ms: u64,
     started: Instant,
 }
@@ -63,6 +66,7 @@ impl Rec {
             ids: BTreeMap::new(),
             hooks: Vec::new(),
             upstream_us: None,
+            returned: None,
             at_ms: now_ms(),
             started: Instant::now(),
         }
@@ -148,7 +152,9 @@ impl CriService {
         let method = req.uri().path().rsplit('/').next().unwrap_or_default();
         let mut rec = Rec::new(method);
         rec.hooks = skipped;
-        let req = match key_of(req.uri().path()) {
+        let key = key_of(req.uri().path());
+        rec.returned = key.and_then(Key::returned);
+        let req = match key {
             Some(key) => match with_key_id(req, key, &mut rec).await {
                 Ok(req) => req,
                 Err(status) => {
@@ -164,21 +170,22 @@ impl CriService {
             Ok(resp) => {
                 // An error is sent trailers-only, in the headers; a stream's end status is in
                 // trailers the proxy does not wait for.
-                let status = resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map(|c| {
-                        let msg = resp
-                            .headers()
-                            .get("grpc-message")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("");
-                        Status::new(Code::from_i32(c), msg.to_string())
-                    });
-                self.record(rec, status.as_ref());
-                resp
+                let status = grpc_status(resp.headers());
+                let Some(name) = rec.returned.filter(|_| status.is_none()) else {
+                    self.record(rec, status.as_ref());
+                    return resp;
+                };
+                match with_returned_id(resp, name, &mut rec).await {
+                    Ok((resp, status)) => {
+                        self.record(rec, status.as_ref());
+                        resp
+                    }
+                    Err(s) => {
+                        let status = self.upstream_status(s);
+                        self.record(rec, Some(&status));
+                        status.into_http()
+                    }
+                }
             }
             Err(e) => {
                 let status =
@@ -282,6 +289,9 @@ impl CriService {
             out.map_err(|s| self.upstream_status(s))
         }
         .await;
+        if let (Some(name), Ok(resp)) = (rec.returned, &out) {
+            rec.id(name, &id_of(resp));
+        }
         if !hooks.post.is_empty() {
             let outcome = match &out {
                 Ok(resp) => wit::Outcome::Ok(id_of(resp)),
@@ -345,7 +355,9 @@ impl CriService {
             "",
             &req.runtime_handler,
         );
-        rec.id("pod", &format!("{}/{}", pod.namespace, pod.name));
+        rec.id("pod_name", &pod.name);
+        rec.id("namespace", &pod.namespace);
+        rec.returned = Key::RunPod.returned();
         let mut client = self.runtime();
         let apply = |m: &Merged, r: &mut pb::RunPodSandboxRequest| {
             m.apply_pod(r.config.get_or_insert_with(Default::default));
@@ -499,7 +511,8 @@ impl CriService {
         };
         let container =
             view::container_from_config(req.config.as_ref().unwrap_or(&Default::default()), "");
-        rec.id("container", &container.name);
+        rec.id("container_name", &container.name);
+        rec.returned = Key::CreateContainer.returned();
         let mut client = self.runtime();
         let apply = |m: &Merged, r: &mut pb::CreateContainerRequest| {
             let c = r.config.get_or_insert_with(Default::default);
@@ -685,29 +698,38 @@ fn hookable(path: &str) -> Option<Event> {
     })
 }
 
-/// Which ID a forwarded call's request names, for its trace record: the trace key and whether the
-/// ID is field 1 of the request (`pod_sandbox_id`, `container_id`) or field 1 of its field 1
-/// (an `ImageSpec`'s `image`).
+/// Which IDs a forwarded call names, for its trace record.
 #[derive(Clone, Copy)]
-struct Key {
-    name: &'static str,
-    nested: bool,
+enum Key {
+    /// Field 1 of the request is the ID kept under this trace key (`pod_sandbox_id`,
+    /// `container_id`).
+    Field1(&'static str),
+    /// Field 1 of the request's field 1 is the ID kept under this trace key (an `ImageSpec`'s
+    /// `image`).
+    Nested1(&'static str),
+    /// The pod's name and namespace, from its config's metadata; the answer names the sandbox.
+    RunPod,
+    /// The pod, and the container's name from its config's metadata; the answer names the
+    /// container.
+    CreateContainer,
+}
+
+impl Key {
+    /// The trace key of the ID in field 1 of the answer: the pod or container the call made,
+    /// under the key every later call about it uses.
+    fn returned(self) -> Option<&'static str> {
+        match self {
+            Key::RunPod => Some("pod"),
+            Key::CreateContainer => Some("container"),
+            Key::Field1(_) | Key::Nested1(_) => None,
+        }
+    }
 }
 
 fn key_of(path: &str) -> Option<Key> {
-    const POD: Key = Key {
-        name: "pod",
-        nested: false,
-    };
-    const CONTAINER: Key = Key {
-        name: "container",
-        nested: false,
-    };
-    const IMAGE: Key = Key {
-        name: "image",
-        nested: true,
-    };
     Some(match path {
+        runtime!("RunPodSandbox") => Key::RunPod,
+        runtime!("CreateContainer") => Key::CreateContainer,
         runtime!(
             "StopPodSandbox"
                 | "RemovePodSandbox"
@@ -716,8 +738,7 @@ fn key_of(path: &str) -> Option<Key> {
                 | "PortForward"
                 | "UpdatePodSandboxResources"
                 | "CheckpointPod"
-                | "CreateContainer"
-        ) => POD,
+        ) => Key::Field1("pod"),
         runtime!(
             "StartContainer"
                 | "StopContainer"
@@ -730,8 +751,8 @@ fn key_of(path: &str) -> Option<Key> {
                 | "Attach"
                 | "ContainerStats"
                 | "CheckpointContainer"
-        ) => CONTAINER,
-        image!("PullImage" | "ImageStatus" | "RemoveImage") => IMAGE,
+        ) => Key::Field1("container"),
+        image!("PullImage" | "ImageStatus" | "RemoveImage") => Key::Nested1("image"),
         _ => return None,
     })
 }
@@ -750,7 +771,39 @@ struct Nested1 {
     inner: Option<Field1>,
 }
 
-/// Reads the request whole, notes its ID in `rec`, and gives back the same request with the
+/// A pod's or a container's metadata: its name, and a pod's namespace.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Metadata {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "3")]
+    namespace: String,
+}
+
+/// A pod's or a container's config, as far as its metadata.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Config {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<Metadata>,
+}
+
+/// A RunPodSandboxRequest as far as its pod config.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RunPod {
+    #[prost(message, optional, tag = "1")]
+    config: Option<Config>,
+}
+
+/// A CreateContainerRequest as far as its pod and container config.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CreateContainer {
+    #[prost(string, tag = "1")]
+    pod: String,
+    #[prost(message, optional, tag = "2")]
+    config: Option<Config>,
+}
+
+/// Reads the request whole, notes its IDs in `rec`, and gives back the same request with the
 /// same bytes: unary CRI requests are small, and the runtime gets them as they came.
 async fn with_key_id(
     req: http::Request<Body>,
@@ -772,26 +825,87 @@ async fn with_key_id(
             }
         })?
         .to_bytes();
-    if let Some(id) = message_id(&bytes, key) {
-        rec.id(key.name, &id);
+    if let Some(msg) = message(&bytes) {
+        note_ids(msg, key, rec);
     }
     let body = http_body_util::Full::new(bytes).map_err(|never| match never {});
     Ok(http::Request::from_parts(parts, Body::new(body)))
 }
 
-/// The ID in a gRPC request body: one uncompressed message (flag 0, big-endian length, bytes).
-fn message_id(body: &[u8], key: Key) -> Option<String> {
+/// Reads a unary answer whole, notes the ID in its field 1 under `name`, and gives back the
+/// same answer, with the status its trailers carry: the answers read are one ID each, and the
+/// client gets them as they came.
+async fn with_returned_id(
+    resp: http::Response<Body>,
+    name: &str,
+    rec: &mut Rec,
+) -> Result<(http::Response<Body>, Option<Status>), Status> {
+    use http_body_util::BodyExt;
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    let bytes = collected.to_bytes();
+    if let Some(answer) = message(&bytes).and_then(|m| <Field1 as prost::Message>::decode(m).ok()) {
+        rec.id(name, &answer.id);
+    }
+    let status = trailers.as_ref().and_then(grpc_status);
+    let body = http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .with_trailers(async move { trailers.map(Ok::<_, Status>) });
+    Ok((http::Response::from_parts(parts, Body::new(body)), status))
+}
+
+/// The status in a response's headers or trailers, if they carry one.
+fn grpc_status(headers: &http::HeaderMap) -> Option<Status> {
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    let msg = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Some(Status::new(Code::from_i32(code), msg.to_string()))
+}
+
+/// The one message of a gRPC body: uncompressed (flag 0), big-endian length, bytes.
+fn message(body: &[u8]) -> Option<&[u8]> {
     let (&[flag, a, b, c, d], msg) = body.split_first_chunk::<5>()?;
-    let msg = msg.get(..u32::from_be_bytes([a, b, c, d]) as usize)?;
     if flag != 0 {
         return None;
     }
-    if key.nested {
-        <Nested1 as prost::Message>::decode(msg)
-            .ok()?
-            .inner
-            .map(|f| f.id)
-    } else {
-        <Field1 as prost::Message>::decode(msg).ok().map(|f| f.id)
+    msg.get(..u32::from_be_bytes([a, b, c, d]) as usize)
+}
+
+/// Notes the IDs a request message names in `rec`.
+fn note_ids(msg: &[u8], key: Key, rec: &mut Rec) {
+    use prost::Message;
+    match key {
+        Key::Field1(name) => {
+            if let Ok(m) = Field1::decode(msg) {
+                rec.id(name, &m.id);
+            }
+        }
+        Key::Nested1(name) => {
+            if let Some(inner) = Nested1::decode(msg).ok().and_then(|m| m.inner) {
+                rec.id(name, &inner.id);
+            }
+        }
+        Key::RunPod => {
+            if let Some(md) = RunPod::decode(msg).ok().and_then(|m| m.config?.metadata) {
+                rec.id("pod_name", &md.name);
+                rec.id("namespace", &md.namespace);
+            }
+        }
+        Key::CreateContainer => {
+            if let Ok(m) = CreateContainer::decode(msg) {
+                rec.id("pod", &m.pod);
+                if let Some(md) = m.config.and_then(|c| c.metadata) {
+                    rec.id("container_name", &md.name);
+                }
+            }
+        }
     }
 }
