@@ -141,6 +141,26 @@ async fn refused_calls_get_a_reason_a_warning_and_a_trace_record() {
     let out = c.call(t.path, b"/run/x.sock", &[], &[]).await;
     assert_eq!(out.grpc_status(), Some(0), "{out:?}");
 
+    // Refused by tonic before any handler: an unknown method, a message that does not decode.
+    let out = c.call("/csi.v1.Identity/NoSuchMethod", b"/run/x.sock", &[], &[]).await;
+    assert_eq!(out.grpc_status(), Some(12), "{out:?}");
+    let rec = errors.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(rec.method, "NoSuchMethod");
+    assert_eq!(rec.code, Some(tonic::Code::Unimplemented as u32));
+    let out = c.call(t.path, b"/run/x.sock", &[], &[0xff, 0xff]).await;
+    assert_eq!(out.grpc_status(), Some(13), "{out:?}");
+    let rec = errors.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(rec.method, "GetPluginInfo");
+    assert!(rec.msg.as_deref().unwrap().contains("decode"), "{rec:?}");
+    // A handler's own error is recorded once, by the handler.
+    let out = c
+        .call("/csi.v1.Node/NodePublishVolume", b"/run/x.sock", &[], &[])
+        .await;
+    assert_eq!(out.grpc_status(), Some(3), "{out:?}");
+    let rec = errors.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(rec.method, "NodePublishVolume");
+    assert!(rec.ids.get("socket").is_none(), "recorded by the layer too: {rec:?}");
+
     // Not HTTP/2 at all.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::UnixStream::connect(&t.socket).await.unwrap();
@@ -149,7 +169,7 @@ async fn refused_calls_get_a_reason_a_warning_and_a_trace_record() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
     drop(s);
     let rec = errors.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!(rec.method, "connection");
+    assert_eq!(rec.method, "connection", "{rec:?}");
     assert!(rec.msg.as_deref().unwrap().contains("preface"), "{rec:?}");
 
     let log = d.log();

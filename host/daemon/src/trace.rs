@@ -74,6 +74,22 @@ pub struct MethodStats {
     pub total_us: u64,
 }
 
+tokio::task_local! {
+    /// Set by [`Trace::record`] inside [`recorded`]: whether the call under way left its record.
+    static RECORDED: std::cell::Cell<bool>;
+}
+
+/// Runs `call` and says whether a record was made while it ran, so a refusal that no handler
+/// saw (an unknown method, an undecodable message) can be recorded by the layer around them.
+pub async fn recorded<F: std::future::Future>(call: F) -> (F::Output, bool) {
+    RECORDED
+        .scope(std::cell::Cell::new(false), async move {
+            let out = call.await;
+            (out, RECORDED.with(|r| r.get()))
+        })
+        .await
+}
+
 pub struct Trace {
     tx: broadcast::Sender<CallRecord>,
     stats: Mutex<BTreeMap<String, MethodStats>>,
@@ -90,6 +106,7 @@ impl Default for Trace {
 
 impl Trace {
     pub fn record(&self, rec: CallRecord) {
+        let _ = RECORDED.try_with(|r| r.set(true));
         {
             let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
             let s = stats

@@ -111,6 +111,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .layer(incoming.layer())
         .add_service(pb::registration_server::RegistrationServer::from_arc(reg))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

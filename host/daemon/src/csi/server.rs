@@ -25,6 +25,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .layer(incoming.layer())
         .add_service(
             IdentityServer::new(Identity(svc.clone())).max_decoding_message_size(MAX_MESSAGE),
         )

@@ -7,6 +7,7 @@ pub mod authority;
 
 use std::io;
 use std::path::Path;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -44,6 +45,15 @@ impl Incoming {
         Self {
             listener,
             refusals: Arc::new(Refusals::new(interface, socket, trace)),
+        }
+    }
+}
+
+impl Incoming {
+    /// The layer that records what tonic refuses before any handler runs, on this socket.
+    pub fn layer(&self) -> Unrecorded {
+        Unrecorded {
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -90,6 +100,10 @@ impl Refusals {
     /// Records a stream or connection the HTTP/2 layer refused with `h2_code`: `path` is the
     /// call's `:path` when the stream had one.
     pub fn refused(&self, path: Option<&str>, h2_code: u32, why: &str) {
+        self.report(path, grpc_code(h2_code), why);
+    }
+
+    fn report(&self, path: Option<&str>, code: tonic::Code, why: &str) {
         let method = path
             .and_then(|p| p.rsplit('/').next())
             .filter(|m| !m.is_empty())
@@ -134,7 +148,7 @@ impl Refusals {
             hooks: Vec::new(),
             upstream_us: None,
             ok: false,
-            code: Some(grpc_code(h2_code) as u32),
+            code: Some(code as u32),
             msg: Some(why.to_string()),
             elapsed_us: 0,
         });
@@ -158,5 +172,64 @@ impl<IO: Connected> Connected for Conn<IO> {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.get_ref().connect_info()
+    }
+}
+
+/// A tower layer for a gRPC server: an answer with an error status from a call that left no
+/// trace record (tonic refused it before any handler ran: an unknown service or method, a message
+/// that does not decode or is too large) is recorded and warned about like an HTTP/2 refusal.
+#[derive(Clone)]
+pub struct Unrecorded {
+    refusals: Arc<Refusals>,
+}
+
+impl<S> tower::Layer<S> for Unrecorded {
+    type Service = UnrecordedService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        UnrecordedService {
+            inner,
+            refusals: self.refusals.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct UnrecordedService<S> {
+    inner: S,
+    refusals: Arc<Refusals>,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for UnrecordedService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let call = self.inner.call(req);
+        let refusals = self.refusals.clone();
+        Box::pin(async move {
+            let (out, recorded) = crate::trace::recorded(call).await;
+            if let (Ok(resp), false) = (&out, recorded)
+                && let Ok(status) = tonic::Status::from_header_map(resp.headers()).ok_or(())
+                && status.code() != tonic::Code::Ok
+            {
+                let why = match status.message() {
+                    "" => format!("refused with {:?} before reaching a handler", status.code()),
+                    m => format!("refused with {:?} before reaching a handler: {m}", status.code()),
+                };
+                refusals.report(Some(&path), status.code(), &why);
+            }
+            out
+        })
     }
 }
