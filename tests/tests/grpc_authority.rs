@@ -82,7 +82,9 @@ async fn every_socket_serves_the_authorities_real_clients_send() {
         let path = t.socket.display().to_string();
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("the socket path (grpc-go, grpc-java)", path.clone().into_bytes()),
-            ("the percent-encoded path (grpcio)", path.replace('/', "%2F").into_bytes()),
+            ("the percent-encoded path", path.replace('/', "%2F").into_bytes()),
+            // grpcio 1.85 drops the leading slash.
+            ("grpcio's form", path[1..].replace('/', "%2F").into_bytes()),
             ("an empty value", Vec::new()),
             ("an 8 KiB path", format!("/{}", "p".repeat(8191)).into_bytes()),
             ("an 8 KiB host name", "h".repeat(8192).into_bytes()),
