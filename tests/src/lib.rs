@@ -519,35 +519,17 @@ impl Daemon {
 
     /// [`Daemon::start_csi`] with the driver component at `path`.
     pub fn start_csi_from(path: PathBuf, plugin_extra: &str) -> Self {
-        let dir = std::env::temp_dir().join(unique("wasmgate-csi-"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
         let toml = format!(
-            "state_dir = \"{d}/state\"\n[engine]\ncache_dir = \"{c}\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
-             [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"bridge\"\n\
-             [csi]\ndriver = \"{TEST_DRIVER}\"\nplugin = \"hostpath\"\nsocket = \"{d}/csi.sock\"\n\
-             registration_dir = \"{d}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\n\
+            "state_dir = \"{{d}}/state\"\n[engine]\ncache_dir = \"{{c}}\"\n[admin]\nsocket = \"{{d}}/admin.sock\"\n\
+             [cni]\nsocket = \"{{d}}/cni.sock\"\nqueue_dir = \"{{d}}/queue\"\ndefault_plugin = \"bridge\"\n\
+             [csi]\ndriver = \"{TEST_DRIVER}\"\nplugin = \"hostpath\"\nsocket = \"{{d}}/csi.sock\"\n\
+             registration_dir = \"{{d}}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\n\
              [plugins.bridge]\npath = \"{b}\"\n\
              [plugins.hostpath]\nworld = \"storage\"\npath = \"{h}\"\n{plugin_extra}\n",
-            d = dir.display(),
-            c = crate::shared_cache().display(),
             b = plugin("bridge-ipam").display(),
             h = path.display(),
         );
-        let config = dir.join("wasmgate.toml");
-        std::fs::write(&config, toml).unwrap();
-        let wait_sockets = vec![dir.join("csi.sock")];
-        let mut d = Self {
-            node: Netns::new("wgc"),
-            dir,
-            config,
-            wrapper: Vec::new(),
-            host_namespaces: true,
-            wait_sockets,
-            child: None,
-        };
-        d.spawn();
-        d
+        Self::start_toml(&toml, &["csi.sock"])
     }
 
     /// A daemon serving CRI on [`Daemon::cri_socket`] in front of the builtin runtime (or

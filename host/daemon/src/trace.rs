@@ -42,6 +42,30 @@ pub struct CallRecord {
     pub elapsed_us: u64,
 }
 
+impl CallRecord {
+    /// A record of a call on `interface` that arrived at `at_ms`, with no plugin, IDs or outcome
+    /// yet: the fields every record needs.
+    pub fn new(interface: &str, method: &str, at_ms: u64) -> Self {
+        Self {
+            at_ms,
+            interface: interface.to_string(),
+            method: method.to_string(),
+            plugin: None,
+            plugin_sha256: None,
+            network: None,
+            container_id: String::new(),
+            ifname: String::new(),
+            ids: BTreeMap::new(),
+            hooks: Vec::new(),
+            upstream_us: None,
+            ok: true,
+            code: None,
+            msg: None,
+            elapsed_us: 0,
+        }
+    }
+}
+
 /// One runtime hook's part in a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HookDecision {

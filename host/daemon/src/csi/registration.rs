@@ -41,21 +41,11 @@ impl Registration {
         let mut ids = BTreeMap::new();
         ids.insert("driver".to_string(), self.driver.clone());
         self.trace.record(CallRecord {
-            at_ms: started.0,
-            interface: "registration".into(),
-            method: method.into(),
-            plugin: None,
-            plugin_sha256: None,
-            network: None,
-            container_id: String::new(),
-            ifname: String::new(),
             ids,
-            hooks: Vec::new(),
-            upstream_us: None,
             ok: outcome.is_ok(),
-            code: None,
             msg: outcome.err(),
             elapsed_us: started.1.elapsed().as_micros() as u64,
+            ..CallRecord::new("registration", method, started.0)
         });
     }
 

@@ -136,21 +136,11 @@ impl Refusals {
             ids.insert("path".to_string(), p.to_string());
         }
         self.trace.record(CallRecord {
-            at_ms: now_ms(),
-            interface: self.interface.to_string(),
-            method: method.to_string(),
-            plugin: None,
-            plugin_sha256: None,
-            network: None,
-            container_id: String::new(),
-            ifname: String::new(),
             ids,
-            hooks: Vec::new(),
-            upstream_us: None,
             ok: false,
             code: Some(code as u32),
             msg: Some(why.to_string()),
-            elapsed_us: 0,
+            ..CallRecord::new(self.interface, method, now_ms())
         });
     }
 }
