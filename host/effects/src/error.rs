@@ -40,6 +40,12 @@ pub enum EffectError {
     /// so the directory stays.
     #[error("mount target {0:?} is not empty after unmount; left in place")]
     TargetNotEmpty(PathBuf),
+    /// A plugin binary ran past its deadline and was killed.
+    #[error("{what:?} timed out after {after:?}")]
+    TimedOut {
+        what: PathBuf,
+        after: std::time::Duration,
+    },
     /// A filesystem or mount syscall failed; `op` says which, on what path.
     #[error("{op} {path:?}: {source}")]
     Io {

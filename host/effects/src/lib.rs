@@ -87,23 +87,34 @@
 //! assert!(!effects.is_mounted(Path::new("/var/lib/kubelet/pods/p1/volumes/v1/mount")).unwrap());
 //! assert!(matches!(effects.calls()[0], MountCall::Mount(_)));
 //! ```
+//!
+//! # Pod sandboxes (CRI)
+//!
+//! The builtin CRI runtime networks a pod as containerd does: it pins a new network namespace
+//! ([`NetnsEffects`]: [`LinuxNetns`], fake [`RecordingNetns`]) and execs the node's CNI plugins
+//! into it ([`PluginExec`]: [`ProcessExec`], fake [`RecordingExec`]). The exec side is async; see
+//! [`exec`].
 
 mod error;
+pub mod exec;
 pub mod fake;
 pub mod mount;
 pub mod netlink;
+pub mod netns;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};
 use wasmgate_cni::plan::{Attachment, Target};
 
 pub use error::EffectError;
+pub use exec::{ExecOutput, ExecRequest, PluginExec, ProcessExec, RecordingExec};
 pub use fake::{Call, RecordingFake};
 pub use mount::{
     ALLOWED_OPTIONS, LinuxMounts, MAX_MOUNTS, MAX_TMPFS_BYTES, Mount, MountCall, MountContext,
     MountEffects, MountRequest, RecordingMounts, RequestSource, Source, Usage, validate_mounts,
 };
 pub use netlink::Netlink;
+pub use netns::{LinuxNetns, NetnsCall, NetnsEffects, RecordingNetns};
 pub use validate::{NetPolicy, validate};
 
 /// The host's network effects: build, remove and check one veth attachment.

@@ -176,6 +176,20 @@ impl Conn {
     }
 }
 
+/// Sets `lo` up in the netns of the calling thread, which must be one that thread alone is in
+/// (see [`crate::netns`]): the socket is opened where the thread is.
+pub(crate) fn loopback_up(netns: &str) -> Result<(), EffectError> {
+    let conn = Conn::open()?;
+    conn.run(async {
+        conn.handle
+            .link()
+            .change(LinkUnspec::new_with_name("lo").up().build())
+            .execute()
+            .await
+            .map_err(|e| nl(format_args!("set lo up in netns {netns:?}"), e))
+    })
+}
+
 /// Runs `inside` on a new thread that has entered the netns `ns`, and `here` on this thread at
 /// the same time. The worker thread ends with the call, taking its namespace with it.
 fn with_netns_thread<A: Send, B>(
