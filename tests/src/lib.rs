@@ -20,6 +20,7 @@ pub mod cri;
 pub mod csi;
 pub mod h2raw;
 pub mod lang;
+pub mod podnet;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -835,7 +836,23 @@ impl Daemon {
     /// It runs in its node netns, so the bridge and host veths stay off the machine's own
     /// network, but in the machine's mount namespace (`ip netns exec` gives its command a private
     /// one; nsenter takes it back), so CSI mounts are visible to the test.
+    ///
+    /// The builtin runtime gives pods no network here; [`Daemon::start_node_with`] does.
     pub fn start_node(csi: bool, hooks: &[(&str, PathBuf, &str)]) -> Self {
+        Self::start_node_with(csi, hooks, None)
+    }
+
+    /// [`Daemon::start_node`], the builtin runtime networking its pods when `network` is set, as
+    /// the embedded defaults do: a `[cri.network]` table pinning namespaces in
+    /// [`Daemon::netns_dir`], looking up plugins next to the test's binaries (`wasmgate-cni`),
+    /// then in Debian's `/usr/lib/cni` (unless `network` sets its own `bin_dirs`), with
+    /// `network`'s extra TOML lines (e.g. a `conf_dir`; without one the daemon writes its
+    /// default network into `<state_dir>/net.d`).
+    pub fn start_node_with(
+        csi: bool,
+        hooks: &[(&str, PathBuf, &str)],
+        network: Option<&str>,
+    ) -> Self {
         let dir = std::env::temp_dir().join(unique("wasmgate-node-"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -850,6 +867,18 @@ impl Daemon {
             h = names.join(", "),
             b = plugin("bridge-ipam").display(),
         );
+        if let Some(extra) = network {
+            toml.push_str(&format!(
+                "[cri.network]\nnetns_dir = \"{}/netns\"\n{extra}\n",
+                dir.display()
+            ));
+            if !extra.contains("bin_dirs") {
+                toml.push_str(&format!(
+                    "bin_dirs = [\"{}\", \"/usr/lib/cni\"]\n",
+                    bin("wasmgate-cni").parent().unwrap().display(),
+                ));
+            }
+        }
         if csi {
             toml.push_str(&format!(
                 "[csi]\ndriver = \"{TEST_DRIVER}\"\nplugin = \"hostpath\"\nsocket = \"{d}/csi.sock\"\n\

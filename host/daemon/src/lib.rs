@@ -182,7 +182,7 @@ pub async fn run_with(
                 let path = cfg.state_dir.join("cri-builtin.sock");
                 let listener =
                     socket::bind(&path, 0o600).map_err(io("bind builtin runtime socket", &path))?;
-                let b = Arc::new(cri::builtin::Builtin::new());
+                let b = cri::builtin::Builtin::from_config(&cfg, records.clone()).await;
                 let b = Arc::new(b.map_err(|e| DaemonError::Startup(e.to_string()))?);
                 let served = b.clone();
                 let incoming = grpc::Incoming::new(listener, "cri-builtin", &path, trace.clone());

@@ -224,6 +224,63 @@ impl Records {
     }
 }
 
+/// The builtin CRI runtime's pod networks, by sandbox ID. Written before the namespace is
+/// pinned, so a StopPodSandbox, or the next start after a crash, finds what to undo.
+const CRI_POD_NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("cri.pod_networks");
+
+/// What RunPodSandbox set up for one pod's network: the namespace, and what libcni caches for
+/// the DEL that undoes it (the config list the ADD ran, and its result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodNetworkRecord {
+    pub sandbox_id: String,
+    pub netns: std::path::PathBuf,
+    pub ifname: String,
+    /// `CNI_ARGS`, as ADD got it.
+    pub cni_args: String,
+    /// What the pod's `runtimeConfig` is made from, for the plugins that declare the capability.
+    pub capability_args: serde_json::Map<String, serde_json::Value>,
+    /// Where the config list was read from.
+    pub conf_file: std::path::PathBuf,
+    /// The config list as a list (a single `.conf` already wrapped in one).
+    pub conflist: serde_json::Value,
+    /// The list's ADD result, once it succeeded: DEL's `prevResult`.
+    pub result: Option<serde_json::Value>,
+}
+
+impl Records {
+    pub fn put_pod_network(&self, rec: &PodNetworkRecord) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(rec).map_err(err)?;
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(CRI_POD_NETWORKS)
+            .map_err(err)?
+            .insert(rec.sandbox_id.as_str(), bytes.as_slice())
+            .map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    pub fn pod_network(&self, sandbox_id: &str) -> Result<Option<PodNetworkRecord>, StateError> {
+        self.read(CRI_POD_NETWORKS, None, |t| {
+            match t.get(sandbox_id).map_err(err)? {
+                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(err)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    pub fn remove_pod_network(&self, sandbox_id: &str) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(CRI_POD_NETWORKS)
+            .map_err(err)?
+            .remove(sandbox_id)
+            .map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    pub fn pod_networks(&self) -> Result<Vec<PodNetworkRecord>, StateError> {
+        self.all(CRI_POD_NETWORKS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

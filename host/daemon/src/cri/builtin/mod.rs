@@ -23,6 +23,10 @@
 //! * `GetContainerEvents` streams every lifecycle event from the moment of subscription. As in
 //!   containerd, sandboxes produce events too: their `container_id` is the sandbox id.
 //! * Checkpoint and restore are `UNIMPLEMENTED`; stats are zeroed but well formed.
+//! * With `[cri.network]` ([`network`]), a pod not on the host network gets what containerd
+//!   gives it: a pinned network namespace and the node's CNI config run into it at
+//!   RunPodSandbox, its IPs in PodSandboxStatus, a DEL and the namespace removed at
+//!   StopPodSandbox. Without it pods have no network, and PodSandboxStatus no IP.
 //!
 //! Ids are 64 hex characters; every id argument may be a unique prefix (as `crictl` passes
 //! truncated ids). No prefix match is `NOT_FOUND` (or OK where the RPC is idempotent), an
@@ -31,12 +35,13 @@
 //! All state sits behind one [`std::sync::Mutex`] that is never held across an `.await`.
 
 mod image;
+pub mod network;
 mod runtime;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -66,6 +71,8 @@ pub struct Builtin {
     events: broadcast::Sender<pb::ContainerEventResponse>,
     /// Accepted `runtime_handler` values; `""` (the default handler) always is.
     handlers: Vec<String>,
+    /// The pod network, when `[cri.network]` is on.
+    network: Option<Arc<network::PodNetwork>>,
 }
 
 impl Default for Builtin {
@@ -84,7 +91,36 @@ impl Builtin {
             }),
             events,
             handlers: vec![String::new()],
+            network: None,
         }
+    }
+
+    /// Networks the pods that are not on the host network with `net`.
+    pub fn with_network(mut self, net: network::PodNetwork) -> Self {
+        self.network = Some(Arc::new(net));
+        self
+    }
+
+    /// The builtin runtime `cfg` describes: networking its pods when `[cri.network]` is on,
+    /// after tearing down the pod networks a previous run left (it forgot their pods).
+    pub async fn from_config(
+        cfg: &crate::Config,
+        records: Arc<crate::state::Records>,
+    ) -> Result<Self, network::NetError> {
+        let builtin = Self::new();
+        let Some(section) = cfg.cri.as_ref().and_then(|c| c.network.as_ref()) else {
+            return Ok(builtin);
+        };
+        let net = network::PodNetwork::from_config(cfg, section, records)?;
+        let (done, failed) = net.recover().await;
+        if done + failed > 0 {
+            tracing::info!(
+                done,
+                failed,
+                "tore down the pod networks a previous run left"
+            );
+        }
+        Ok(builtin.with_network(net))
     }
 
     /// Also accept these runtime handler names (RuntimeClass handlers) besides the default `""`;
@@ -141,6 +177,8 @@ struct State {
     last_ns: i64,
     seed: [u8; 32],
     pod_cidr: String,
+    /// Names of pods whose RunPodSandbox is setting up their network, reserved meanwhile.
+    starting: HashSet<String>,
     /// Events queued by the current operation; [`Builtin::with`] publishes them.
     pending: Vec<pb::ContainerEventResponse>,
     /// Whether anyone follows `GetContainerEvents` now. An event carries the statuses of all
@@ -156,6 +194,8 @@ struct Pod {
     runtime_handler: String,
     state: pb::PodSandboxState,
     created_at: i64,
+    /// Its network until StopPodSandbox tears it down; never for a host-network pod.
+    network: Option<network::Attached>,
 }
 
 struct Container {
@@ -279,8 +319,16 @@ impl State {
             metadata: pod.config.metadata.clone(),
             state: pod.state as i32,
             created_at: pod.created_at,
-            // No pod network: the builtin runtime hands out no addresses.
-            network: Some(pb::PodSandboxNetworkStatus::default()),
+            // As containerd: no address once the namespace is gone, nor for the host network.
+            network: Some(pod.network.as_ref().map_or_else(Default::default, |n| {
+                pb::PodSandboxNetworkStatus {
+                    ip: n.ips[0].clone(),
+                    additional_ips: n.ips[1..]
+                        .iter()
+                        .map(|ip| pb::PodIp { ip: ip.clone() })
+                        .collect(),
+                }
+            })),
             linux: Some(pb::LinuxPodSandboxStatus {
                 namespaces: Some(pb::Namespace { options: ns }),
             }),

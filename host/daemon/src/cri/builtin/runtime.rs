@@ -1,12 +1,14 @@
 //! `runtime.v1.RuntimeService` for [`Builtin`].
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 use wasmgate_proto::cri::v1 as pb;
 
+use super::network::{self, Attached, PodNetwork};
 use super::{
     Builtin, Container, Pod, ROOT_DIR, RUNTIME_NAME, State, batches, container_config_json,
     labels_match, pod_config_json,
@@ -106,6 +108,53 @@ fn run_builtin(cmd: &[String], envs: &[pb::KeyValue], hostname: &str) -> (Vec<u8
 }
 
 impl State {
+    /// A pod's metadata names it once: among the pods, and those whose network is being set up.
+    fn check_name_free(&self, md: &pb::PodSandboxMetadata) -> Result<(), Status> {
+        let name = pod_name(md);
+        if let Some(other) = self
+            .pods
+            .values()
+            .find(|p| p.config.metadata.as_ref() == Some(md))
+        {
+            return Err(Status::already_exists(format!(
+                "pod sandbox name {name:?} is reserved for {}",
+                other.id
+            )));
+        }
+        if self.starting.contains(&name) {
+            return Err(Status::already_exists(format!(
+                "pod sandbox name {name:?} is reserved for a pod sandbox being created"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds a new, ready pod.
+    fn admit(
+        &mut self,
+        id: &str,
+        config: pb::PodSandboxConfig,
+        runtime_handler: String,
+        network: Option<Attached>,
+    ) {
+        let seq = self.next_seq();
+        let created_at = self.now();
+        self.pods.insert(
+            id.to_string(),
+            Pod {
+                id: id.to_string(),
+                seq,
+                config,
+                runtime_handler,
+                state: pb::PodSandboxState::SandboxReady,
+                created_at,
+                network,
+            },
+        );
+        self.event(id, id, pb::ContainerEventType::ContainerCreatedEvent);
+        self.event(id, id, pb::ContainerEventType::ContainerStartedEvent);
+    }
+
     fn pod_item(&self, p: &Pod) -> pb::PodSandbox {
         pb::PodSandbox {
             id: p.id.clone(),
@@ -306,6 +355,87 @@ fn streaming_url(kind: &str, token: &str) -> String {
     format!("http://127.0.0.1:0/builtin/{kind}/{token}")
 }
 
+/// A pod name reserved (in [`State::starting`]) while RunPodSandbox sets up the pod's network;
+/// released when dropped, so also when the call is cancelled.
+struct Reserved<'a> {
+    builtin: &'a Builtin,
+    name: String,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.builtin.lock().starting.remove(&self.name);
+    }
+}
+
+/// Sets up pod `id`'s network on a task of its own, so that it runs to its end (success, or the
+/// cleanup of a failure) even if the call is cancelled half-way, and is torn down again when
+/// nobody is left to take it.
+async fn set_up(
+    net: Arc<PodNetwork>,
+    id: &str,
+    config: &pb::PodSandboxConfig,
+) -> Result<Attached, Status> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (task_id, config) = (id.to_string(), config.clone());
+    tokio::spawn(async move {
+        let done = net.setup(&task_id, &config).await;
+        if let Err(Ok(_)) = tx.send(done)
+            && let Err(e) = net.teardown(&task_id).await
+        {
+            tracing::warn!(sandbox = %task_id, "tearing down the network of a cancelled RunPodSandbox: {e}");
+        }
+    });
+    match rx.await {
+        Ok(done) => done.map_err(|e| e.status("set up", id)),
+        Err(_) => Err(Status::internal(format!(
+            "the network setup of sandbox {id:?} stopped without an answer"
+        ))),
+    }
+}
+
+/// The verbose info of a networked pod, in containerd's terms: the namespace in the runtime
+/// spec (where `crictl inspectp` users look for it) and the CNI result.
+fn network_info(mut info: serde_json::Value, n: &Attached) -> serde_json::Value {
+    info["netNamespaceClosed"] = json!(false);
+    info["runtimeSpec"] = json!({
+        "linux": {"namespaces": [{"type": "network", "path": n.netns}]},
+    });
+    info["cniResult"] = n.result.clone();
+    info["network"] = json!(n.network);
+    info
+}
+
+impl Builtin {
+    /// Stops the pod `id` (a prefix) and tears its network down, if it has one; kept on
+    /// failure, so that a retry tears it down again.
+    async fn tear_down_network(&self, id: &str) -> Result<(), Status> {
+        let Some(net) = &self.network else {
+            return Ok(());
+        };
+        let networked = self.with(|st| {
+            let Some(id) = st.pod_id(id, "pod_sandbox_id")? else {
+                return Ok(None);
+            };
+            // Containers first, as containerd stops them before the network goes.
+            st.stop_pod(&id);
+            Ok(st.pods[&id].network.is_some().then_some(id))
+        })?;
+        let Some(id) = networked else {
+            return Ok(());
+        };
+        net.teardown(&id)
+            .await
+            .map_err(|e| e.status("destroy", &id))?;
+        self.with(|st| {
+            if let Some(p) = st.pods.get_mut(&id) {
+                p.network = None;
+            }
+            Ok(())
+        })
+    }
+}
+
 fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Status> {
     if !(stdin || stdout || stderr) {
         return Err(invalid("one of stdin, stdout and stderr must be true"));
@@ -350,35 +480,39 @@ impl pb::runtime_service_server::RuntimeService for Builtin {
             ));
         }
         self.check_handler(&req.runtime_handler)?;
-        let id = self.with(|st| {
-            if let Some(other) = st
-                .pods
-                .values()
-                .find(|p| p.config.metadata.as_ref() == Some(&md))
-            {
-                return Err(Status::already_exists(format!(
-                    "pod sandbox name {:?} is reserved for {}",
-                    pod_name(&md),
-                    other.id
-                )));
-            }
+        let handler = req.runtime_handler;
+        let Some(net) = self
+            .network
+            .clone()
+            .filter(|_| !network::host_network(&config))
+        else {
+            let id = self.with(|st| {
+                st.check_name_free(&md)?;
+                let id = st.new_id(&pod_name(&md));
+                st.admit(&id, config, handler, None);
+                Ok(id)
+            })?;
+            return Ok(Response::new(pb::RunPodSandboxResponse {
+                pod_sandbox_id: id,
+            }));
+        };
+        // The name is held while the network is set up, outside the lock.
+        let (id, _reserved) = self.with(|st| {
+            st.check_name_free(&md)?;
             let id = st.new_id(&pod_name(&md));
-            let seq = st.next_seq();
-            let created_at = st.now();
-            st.pods.insert(
-                id.clone(),
-                Pod {
-                    id: id.clone(),
-                    seq,
-                    config,
-                    runtime_handler: req.runtime_handler,
-                    state: pb::PodSandboxState::SandboxReady,
-                    created_at,
+            st.starting.insert(pod_name(&md));
+            Ok((
+                id,
+                Reserved {
+                    builtin: self,
+                    name: pod_name(&md),
                 },
-            );
-            st.event(&id, &id, pb::ContainerEventType::ContainerCreatedEvent);
-            st.event(&id, &id, pb::ContainerEventType::ContainerStartedEvent);
-            Ok(id)
+            ))
+        })?;
+        let attached = set_up(net, &id, &config).await?;
+        self.with(|st| {
+            st.admit(&id, config, handler, Some(attached));
+            Ok(())
         })?;
         Ok(Response::new(pb::RunPodSandboxResponse {
             pod_sandbox_id: id,
@@ -390,6 +524,7 @@ impl pb::runtime_service_server::RuntimeService for Builtin {
         req: Request<pb::StopPodSandboxRequest>,
     ) -> Result<Response<pb::StopPodSandboxResponse>, Status> {
         let req = req.into_inner();
+        self.tear_down_network(&req.pod_sandbox_id).await?;
         self.with(|st| {
             if let Some(id) = st.pod_id(&req.pod_sandbox_id, "pod_sandbox_id")? {
                 st.stop_pod(&id);
@@ -404,6 +539,8 @@ impl pb::runtime_service_server::RuntimeService for Builtin {
         req: Request<pb::RemovePodSandboxRequest>,
     ) -> Result<Response<pb::RemovePodSandboxResponse>, Status> {
         let req = req.into_inner();
+        // As containerd: a pod is stopped before it is removed, its network torn down with it.
+        self.tear_down_network(&req.pod_sandbox_id).await?;
         self.with(|st| {
             if let Some(id) = st.pod_id(&req.pod_sandbox_id, "pod_sandbox_id")? {
                 st.stop_pod(&id);
@@ -443,6 +580,10 @@ impl pb::runtime_service_server::RuntimeService for Builtin {
                     "createdAt": pod.created_at,
                     "config": pod_config_json(&pod.config),
                 });
+                let v = match &pod.network {
+                    Some(n) => network_info(v, n),
+                    None => v,
+                };
                 info.insert("info".to_string(), v.to_string());
             }
             Ok(pb::PodSandboxStatusResponse {
@@ -899,10 +1040,23 @@ impl pb::runtime_service_server::RuntimeService for Builtin {
             reason: String::new(),
             message: String::new(),
         };
+        // containerd's words when its CNI config is missing or broken.
+        let network_ready = match &self.network {
+            Some(net) => match net.ready() {
+                Ok(()) => condition("NetworkReady"),
+                Err(e) => pb::RuntimeCondition {
+                    r#type: "NetworkReady".to_string(),
+                    status: false,
+                    reason: "NetworkPluginNotReady".to_string(),
+                    message: format!("Network plugin returns error: {e}"),
+                },
+            },
+            None => condition("NetworkReady"),
+        };
         let mut info = std::collections::HashMap::new();
         if verbose {
             let st = self.lock();
-            let config = json!({
+            let mut config = json!({
                 "runtime": RUNTIME_NAME,
                 "version": env!("CARGO_PKG_VERSION"),
                 "rootDir": ROOT_DIR,
@@ -914,11 +1068,20 @@ impl pb::runtime_service_server::RuntimeService for Builtin {
                 "containers": st.containers.len(),
                 "images": st.images.len(),
             });
+            if let Some(net) = &self.network {
+                let s = net.settings();
+                config["podNetwork"] = json!({
+                    "confDir": s.conf_dir,
+                    "binDirs": s.bin_dirs,
+                    "netnsDir": s.netns_dir,
+                    "pluginTimeoutMs": s.timeout.as_millis() as u64,
+                });
+            }
             info.insert("config".to_string(), config.to_string());
         }
         Ok(Response::new(pb::StatusResponse {
             status: Some(pb::RuntimeStatus {
-                conditions: vec![condition("RuntimeReady"), condition("NetworkReady")],
+                conditions: vec![condition("RuntimeReady"), network_ready],
             }),
             info,
             runtime_handlers: self
