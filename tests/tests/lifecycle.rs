@@ -1,8 +1,9 @@
 //! `wasmgate lifecycle` against a whole node configured like the embedded defaults (CNI with
 //! `bridge-ipam`, CSI with `hostpath-csi`, CRI in front of the builtin runtime with the inject
-//! hook), in a temp dir: every step passes, the pod gets an address in the podcidr and the
-//! hook's env var, and afterwards nothing is left: no pod, no container, no volume, no netns, no
-//! host veth, no mount.
+//! hook, the runtime networking its pods with the default network it writes), in a temp dir:
+//! every step passes, the runtime gives the pod an address in the default podcidr and the hook's
+//! env var reaches the container, and afterwards nothing is left: no pod, no container, no
+//! volume, no netns, no host veth, no mount.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,9 +13,10 @@ use wasmgate_proto::csi::v1 as csi;
 use wasmgate_proto::csi::v1::controller_client::ControllerClient;
 use wasmgate_tests::{Daemon, TEST_NODE, bin, cri, eventually, plugin};
 
-/// Held while a test runs `wasmgate lifecycle` and checks what it left: each run's netns is
-/// `wg-lc-<random>`, and "no new `wg-lc-*`" only means something when one run is going at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// A node like the embedded defaults: CSI when `csi`, the hooks given, pods networked.
+fn node(csi: bool, hooks: &[(&str, PathBuf, &str)]) -> Daemon {
+    Daemon::start_node_with(csi, hooks, Some(""))
+}
 
 /// One `wasmgate lifecycle --json` run.
 struct Run {
@@ -51,8 +53,6 @@ fn lifecycle(d: &Daemon, csi_socket: &Path, tmp: &Path) -> Run {
         .arg("lifecycle")
         .arg("--cri")
         .arg(d.cri_socket())
-        .arg("--cni")
-        .arg(d.cni_socket())
         .arg("--csi")
         .arg(csi_socket)
         .arg("--json")
@@ -75,14 +75,6 @@ fn lifecycle(d: &Daemon, csi_socket: &Path, tmp: &Path) -> Run {
     }
 }
 
-fn netns_list() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(String::from))
-        .collect()
-}
-
 /// Mount points at or under `dir`, in the test's (the machine's) mount namespace.
 fn mounts_under(dir: &Path) -> Vec<String> {
     let dir = dir.to_string_lossy().into_owned();
@@ -94,16 +86,8 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The `wg-lc-*` netns that exist now.
-fn lifecycle_netns() -> Vec<String> {
-    netns_list()
-        .into_iter()
-        .filter(|n| n.starts_with("wg-lc-"))
-        .collect()
-}
-
 /// Asserts that the run left nothing behind on `d` and the machine.
-async fn assert_nothing_left(d: &Daemon, run: &Run, netns_before: &[String], tmp: &Path) {
+async fn assert_nothing_left(d: &Daemon, run: &Run, tmp: &Path) {
     let ctx = run.context();
     let (mut rt, _) = cri::clients(d.cri_socket()).await;
     let pods = cri::pods(&mut rt).await;
@@ -125,18 +109,15 @@ async fn assert_nothing_left(d: &Daemon, run: &Run, netns_before: &[String], tmp
         assert!(volumes.is_empty(), "volumes left: {volumes:?}\n{ctx}");
     }
 
-    let ns = run.step("ip netns add")["facts"]["netns"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("/var/run/netns/")
-        .to_string();
-    assert!(ns.starts_with("wg-lc-"), "{ns}");
-    assert!(!netns_list().contains(&ns), "netns {ns} left\n{ctx}");
-    let new: Vec<String> = lifecycle_netns()
-        .into_iter()
-        .filter(|n| !netns_before.contains(n))
-        .collect();
-    assert!(new.is_empty(), "netns left: {new:?}\n{ctx}");
+    // The runtime pinned the pod's namespace where it was told to, and removed it.
+    let ns = run.step("pod network")["facts"]["netns"].as_str().unwrap();
+    assert!(Path::new(ns).starts_with(d.netns_dir()), "{ns}");
+    assert!(!Path::new(ns).exists(), "netns {ns} left\n{ctx}");
+    assert!(
+        d.pinned_netns().is_empty(),
+        "netns left: {:?}\n{ctx}",
+        d.pinned_netns()
+    );
 
     let mounts = mounts_under(&d.dir);
     assert!(mounts.is_empty(), "mounts left: {mounts:?}\n{ctx}");
@@ -162,9 +143,7 @@ fn inject_hook() -> [(&'static str, PathBuf, &'static str); 1] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_lives_and_is_torn_down_through_cri_cni_and_csi() {
-    let d = Daemon::start_node(true, &inject_hook());
-    let _one = ONE_AT_A_TIME.lock().await;
-    let netns_before = lifecycle_netns();
+    let d = node(true, &inject_hook());
     let tmp = d.dir.join("tmp");
     let run = lifecycle(&d, &d.csi_socket(), &tmp);
     let ctx = run.context();
@@ -173,8 +152,7 @@ async fn a_pod_lives_and_is_torn_down_through_cri_cni_and_csi() {
         run.names(),
         [
             "RunPodSandbox",
-            "ip netns add",
-            "CNI ADD",
+            "pod network",
             "CreateVolume",
             "NodeStageVolume",
             "NodePublishVolume",
@@ -191,10 +169,9 @@ async fn a_pod_lives_and_is_torn_down_through_cri_cni_and_csi() {
             "NodeUnpublishVolume",
             "NodeUnstageVolume",
             "DeleteVolume",
-            "CNI DEL",
             "StopPodSandbox",
+            "pod network removed",
             "RemovePodSandbox",
-            "ip netns del",
             "remove temp dirs",
         ],
         "{ctx}"
@@ -210,16 +187,29 @@ async fn a_pod_lives_and_is_torn_down_through_cri_cni_and_csi() {
         .map(|s| s["phase"].as_str().unwrap())
         .collect();
     assert_eq!(phases[0], "setup");
-    assert_eq!(phases[10], "check");
-    assert_eq!(phases[14], "teardown");
+    assert_eq!(phases[9], "check");
+    assert_eq!(phases[13], "teardown");
 
-    // The address is in the network config's podcidr, 10.241.0.0/24.
-    let ip = run.step("CNI ADD")["facts"]["ip"].as_str().unwrap();
-    let (addr, prefix) = ip.split_once('/').unwrap();
-    let octets: Vec<u8> = addr.split('.').map(|o| o.parse().unwrap()).collect();
+    // The runtime ran the default network it wrote, on the daemon's own CNI socket: the address
+    // is in its podcidr, 10.241.0.0/24, on the pod's eth0, and the runtime reports it throughout.
+    let conflist: Value = serde_json::from_slice(
+        &std::fs::read(d.dir.join("state/net.d/10-wasmgate.conflist")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        conflist["plugins"][0]["socket"],
+        d.cni_socket().to_str().unwrap()
+    );
+    let net = &run.step("pod network")["facts"];
+    assert_eq!(net["network"], "wasmgate", "{ctx}");
+    assert_eq!(net["lo"], "up");
+    let ip = net["ip"].as_str().unwrap();
+    let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
     assert_eq!(&octets[..3], [10, 241, 0], "{ip}");
     assert!(octets[3] > 1 && octets[3] < 255, "{ip}");
-    assert_eq!(prefix, "24", "{ip}");
+    assert_eq!(net["eth0"], format!("{ip}/24"));
+    assert_eq!(run.step("PodSandboxStatus")["facts"]["ip"], ip);
+    assert_eq!(run.step("pod network removed")["facts"]["removed"], true);
 
     // The volume was mounted where the container's mount points, and written through.
     let target = run.step("NodePublishVolume")["facts"]["target"]
@@ -246,15 +236,13 @@ async fn a_pod_lives_and_is_torn_down_through_cri_cni_and_csi() {
         "{env:?}"
     );
 
-    assert_nothing_left(&d, &run, &netns_before, &tmp).await;
+    assert_nothing_left(&d, &run, &tmp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_csi_socket_the_volume_is_skipped_and_the_rest_passes() {
-    let d = Daemon::start_node(false, &inject_hook());
+    let d = node(false, &inject_hook());
     assert!(!d.csi_socket().exists());
-    let _one = ONE_AT_A_TIME.lock().await;
-    let netns_before = lifecycle_netns();
     let tmp = d.dir.join("tmp");
     let run = lifecycle(&d, &d.csi_socket(), &tmp);
     let ctx = run.context();
@@ -263,8 +251,7 @@ async fn without_a_csi_socket_the_volume_is_skipped_and_the_rest_passes() {
         run.names(),
         [
             "RunPodSandbox",
-            "ip netns add",
-            "CNI ADD",
+            "pod network",
             "CSI volume",
             "PullImage",
             "CreateContainer",
@@ -275,10 +262,9 @@ async fn without_a_csi_socket_the_volume_is_skipped_and_the_rest_passes() {
             "ListContainers",
             "StopContainer",
             "RemoveContainer",
-            "CNI DEL",
             "StopPodSandbox",
+            "pod network removed",
             "RemovePodSandbox",
-            "ip netns del",
         ],
         "{ctx}"
     );
@@ -300,22 +286,19 @@ async fn without_a_csi_socket_the_volume_is_skipped_and_the_rest_passes() {
     let env = run.step("ExecSync env")["facts"]["env"].to_string();
     assert!(env.contains(&format!("WASMGATE_NODE={TEST_NODE}")), "{env}");
 
-    assert_nothing_left(&d, &run, &netns_before, &tmp).await;
+    assert_nothing_left(&d, &run, &tmp).await;
 }
 
 /// The text output: one line per step with its mark and time, and the env lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_output_marks_each_step_and_fails_with_a_clear_message() {
-    let d = Daemon::start_node(false, &inject_hook());
+    let d = node(false, &inject_hook());
     let tmp = d.dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let _one = ONE_AT_A_TIME.lock().await;
     let out = Command::new(bin("wasmgate"))
         .arg("lifecycle")
         .arg("--cri")
         .arg(d.cri_socket())
-        .arg("--cni")
-        .arg(d.cni_socket())
         .arg("--csi")
         .arg(d.csi_socket())
         .env("TMPDIR", &tmp)
@@ -341,8 +324,6 @@ async fn text_output_marks_each_step_and_fails_with_a_clear_message() {
         .arg("lifecycle")
         .arg("--cri")
         .arg(&missing)
-        .arg("--cni")
-        .arg(d.cni_socket())
         .env("TMPDIR", &tmp)
         .output()
         .unwrap();
@@ -360,7 +341,7 @@ async fn text_output_marks_each_step_and_fails_with_a_clear_message() {
 /// its volume all the same, and exits 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_container_fails_the_run_and_everything_is_still_torn_down() {
-    let d = Daemon::start_node(
+    let d = node(
         true,
         &[(
             "inject",
@@ -368,8 +349,6 @@ async fn a_denied_container_fails_the_run_and_everything_is_still_torn_down() {
             "config = { env-name = \"A=B\" }",
         )],
     );
-    let _one = ONE_AT_A_TIME.lock().await;
-    let netns_before = lifecycle_netns();
     let tmp = d.dir.join("tmp");
     let run = lifecycle(&d, &d.csi_socket(), &tmp);
     let ctx = run.context();
@@ -378,8 +357,7 @@ async fn a_denied_container_fails_the_run_and_everything_is_still_torn_down() {
         run.names(),
         [
             "RunPodSandbox",
-            "ip netns add",
-            "CNI ADD",
+            "pod network",
             "CreateVolume",
             "NodeStageVolume",
             "NodePublishVolume",
@@ -389,10 +367,9 @@ async fn a_denied_container_fails_the_run_and_everything_is_still_torn_down() {
             "NodeUnpublishVolume",
             "NodeUnstageVolume",
             "DeleteVolume",
-            "CNI DEL",
             "StopPodSandbox",
+            "pod network removed",
             "RemovePodSandbox",
-            "ip netns del",
             "remove temp dirs",
         ],
         "{ctx}"
@@ -404,5 +381,34 @@ async fn a_denied_container_fails_the_run_and_everything_is_still_torn_down() {
     assert!(err.starts_with("PERMISSION_DENIED: "), "{err}");
     assert!(err.contains("env-name"), "{err}");
 
-    assert_nothing_left(&d, &run, &netns_before, &tmp).await;
+    assert_nothing_left(&d, &run, &tmp).await;
+}
+
+/// A runtime that does not network its pods (the builtin one without `[cri.network]`): the
+/// run fails at the pod network check, saying so, and the pod is still torn down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_does_not_network_its_pods_fails_the_run_clearly() {
+    let d = Daemon::start_node(false, &inject_hook());
+    let tmp = d.dir.join("tmp");
+    let run = lifecycle(&d, &d.csi_socket(), &tmp);
+    let ctx = run.context();
+    assert_eq!(run.exit, 1, "{ctx}");
+    assert_eq!(
+        run.names(),
+        [
+            "RunPodSandbox",
+            "pod network",
+            "StopPodSandbox",
+            "RemovePodSandbox"
+        ],
+        "{ctx}"
+    );
+    let err = run.step("pod network")["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("the runtime did not network the pod: PodSandboxStatus reports no IP"),
+        "{err}"
+    );
+    assert!(err.contains("[cri.network]"), "{err}");
+    let (mut rt, _) = cri::clients(d.cri_socket()).await;
+    assert!(cri::pods(&mut rt).await.is_empty(), "{ctx}");
 }

@@ -1,12 +1,14 @@
 //! `wasmgate lifecycle`: plays one pod's life against a running wasmgate, the way kubelet and a
 //! container runtime would drive it, and prints each step with its result and duration.
 //!
-//! Setup: RunPodSandbox (CRI), a network namespace and CNI ADD through the `wasmgate-cni` shim,
-//! a CSI volume created, staged, published and written through (when a CSI socket exists),
-//! PullImage, CreateContainer (env `DEMO=1`, the volume at `/data`) and StartContainer. Checks:
+//! Setup: RunPodSandbox (CRI), and a check that the runtime networked the pod as kubelet expects
+//! of it (an IP in PodSandboxStatus, a network namespace holding it on `eth0`, `lo` up); a CSI
+//! volume created, staged, published and written through (when a CSI socket exists), PullImage,
+//! CreateContainer (env `DEMO=1`, the volume at `/data`) and StartContainer. Checks:
 //! PodSandboxStatus, ContainerStatus, ExecSync `env` (which shows what runtime hooks injected)
 //! and ListContainers. Teardown undoes exactly what setup created, in reverse order, and runs
-//! after a failure too; the command then exits 1.
+//! after a failure too, then checks that StopPodSandbox took the pod's network away; the command
+//! then exits 1 if any step failed.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Map, Value, json};
 use tonic::transport::Channel;
-use wasmgate_daemon::config::{CniSection, CriSection, CsiSection};
+use wasmgate_daemon::config::{CriSection, CsiSection};
 use wasmgate_proto::cri::v1 as cri;
 use wasmgate_proto::cri::v1::image_service_client::ImageServiceClient;
 use wasmgate_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -28,34 +30,33 @@ use super::csi::{causes, code_name};
 const POD_NAME: &str = "lifecycle-demo";
 const NAMESPACE: &str = "default";
 const CONTAINER_NAME: &str = "demo";
-const NETWORK: &str = "lifecycle-demo";
-const PODCIDR: &str = "10.241.0.0/24";
+/// The pod's interface, as kubelet's runtimes name it.
+const POD_IFNAME: &str = "eth0";
 const IMAGE: &str = "busybox";
 const VOLUME_BYTES: i64 = 16 << 20;
 /// Where the container sees the published volume.
 const CONTAINER_PATH: &str = "/data";
 /// The file written through the published volume.
 const DEMO_FILE: &str = "lifecycle-demo.txt";
-/// No single step may take longer than this (the shim has its own, shorter, timeouts).
+/// No single step may take longer than this (a runtime times its CNI plugins out sooner).
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(clap::Args)]
 #[command(after_help = "\
-Steps: RunPodSandbox; ip netns add wg-lc-<id> and CNI ADD (network \"lifecycle-demo\", plugin
-\"bridge\", podcidr 10.241.0.0/24) through the wasmgate-cni shim next to this binary; CreateVolume
-(16Mi), NodeStageVolume, NodePublishVolume and a file written through it, when the CSI socket
-exists; PullImage busybox, CreateContainer (sleep 3600, env DEMO=1, the volume at /data),
-StartContainer; PodSandboxStatus, ContainerStatus, ExecSync env, ListContainers; then the
-teardown of everything created, in reverse order, which also runs after a failure.
+Steps: RunPodSandbox; pod network (the runtime reports the pod's IP, and the network namespace it
+reports holds it on eth0 with lo up); CreateVolume (16Mi), NodeStageVolume, NodePublishVolume and
+a file written through it, when the CSI socket exists; PullImage busybox, CreateContainer (sleep
+3600, env DEMO=1, the volume at /data), StartContainer; PodSandboxStatus, ContainerStatus,
+ExecSync env, ListContainers; then the teardown of everything created, in reverse order, which
+also runs after a failure, with a check that StopPodSandbox removed the pod's network.
 
-Needs root (it creates a network namespace). Exit status: 0 when every step passed, 1 otherwise.")]
+The runtime does the networking, as containerd does: wasmgate's builtin runtime with [cri.network]
+(on in the embedded defaults). Needs root (it looks into the pod's network namespace with
+nsenter). Exit status: 0 when every step passed, 1 otherwise.")]
 pub struct Args {
     /// The CRI socket (`[cri] socket` in the daemon config).
     #[arg(long, value_name = "PATH", default_value_os_t = CriSection::default().socket)]
     cri: PathBuf,
-    /// The CNI socket (`[cni] socket`), handed to the shim in the network config.
-    #[arg(long, value_name = "PATH", default_value_os_t = CniSection::default().socket)]
-    cni: PathBuf,
     /// The CSI driver's socket (`[csi] socket`); when it does not exist the volume steps are
     /// skipped.
     #[arg(long, value_name = "PATH", default_value_os_t = CsiSection::default().socket_path())]
@@ -273,11 +274,8 @@ fn rpc<T>(r: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
 #[derive(Default)]
 struct Created {
     pod: Option<String>,
+    /// The pod's network namespace, as the runtime reported it: gone after StopPodSandbox.
     netns: Option<String>,
-    /// CNI ADD was attempted (a failed ADD is followed by a DEL, as the CNI spec asks); the
-    /// result, once it succeeded, goes to DEL as `prevResult`.
-    cni_attempted: bool,
-    cni_result: Option<Value>,
     volume: Option<String>,
     tmp: Option<PathBuf>,
     staged: Option<String>,
@@ -294,7 +292,6 @@ struct Ctx {
     args: Args,
     short: String,
     uid: String,
-    shim: PathBuf,
     rt: Option<RuntimeServiceClient<Channel>>,
     im: Option<ImageServiceClient<Channel>>,
     csi: Option<Csi>,
@@ -323,25 +320,6 @@ impl Ctx {
             .into(),
             ..Default::default()
         }
-    }
-
-    fn net_conf(&self) -> Value {
-        json!({
-            "cniVersion": "1.1.0",
-            "name": NETWORK,
-            "type": "wasmgate-cni",
-            "plugin": "bridge",
-            "podcidr": PODCIDR,
-            "socket": self.args.cni,
-        })
-    }
-
-    fn netns_path(&self) -> String {
-        format!("/var/run/netns/{}", self.netns_name())
-    }
-
-    fn netns_name(&self) -> String {
-        format!("wg-lc-{}", self.short)
     }
 
     fn rt(&self) -> anyhow::Result<RuntimeServiceClient<Channel>> {
@@ -385,15 +363,11 @@ async fn play(args: Args) -> bool {
         ((b >> 32) as u16 & 0x3fff) | 0x8000,
         b & 0xffff_ffff_ffff
     );
-    let shim = std::env::current_exe()
-        .map(|e| e.with_file_name("wasmgate-cni"))
-        .unwrap_or_else(|_| PathBuf::from("wasmgate-cni"));
     let mut report = Report::new(args.json);
     let mut ctx = Ctx {
         args,
         short,
         uid,
-        shim,
         rt: None,
         im: None,
         csi: None,
@@ -401,9 +375,8 @@ async fn play(args: Args) -> bool {
     };
     if !ctx.args.json {
         println!(
-            "{POD_NAME}: CRI {}, CNI {}, CSI {}",
+            "{POD_NAME}: CRI {}, CSI {}",
             ctx.args.cri.display(),
-            ctx.args.cni.display(),
             ctx.args.csi.display()
         );
     }
@@ -450,46 +423,48 @@ async fn setup(r: &mut Report, c: &mut Ctx) -> Option<()> {
     c.im = Some(im);
     c.created.pod = Some(pod.clone());
 
-    // 2. Its network: a namespace, and CNI ADD through the shim.
-    let netns = c.netns_name();
-    r.step(Phase::Setup, "ip netns add", async {
-        ip(&["netns", "add", &netns]).await.map_err(|e| {
-            anyhow!("{e}; creating a network namespace needs root: run wasmgate lifecycle as root")
-        })?;
-        Ok(((), vec![("netns", json!(c.netns_path()))]))
-    })
-    .await?;
-    c.created.netns = Some(netns);
-    c.created.cni_attempted = true;
-    let result = r
-        .step(Phase::Setup, "CNI ADD", async {
-            let result = shim(c, "ADD", &pod, &c.net_conf()).await?;
-            let ip = result["ips"][0]["address"]
-                .as_str()
-                .context("the ADD result has no IP address")?
-                .to_string();
-            let mut facts = vec![("ip", json!(ip))];
-            if let Some(gw) = result["ips"][0]["gateway"].as_str() {
-                facts.push(("gateway", json!(gw)));
+    // 2. Its network, which the runtime set up, as containerd does at RunPodSandbox.
+    let mut rt = c.rt().ok()?;
+    let (netns, pod_ip) = r
+        .step(Phase::Setup, "pod network", async {
+            let net = pod_network(&mut rt, &pod).await?;
+            let (ip, netns) = match (net.ips.first(), net.netns) {
+                (Some(ip), Some(netns)) => (ip.clone(), netns),
+                (None, _) => bail!(
+                    "the runtime did not network the pod: PodSandboxStatus reports no IP (the \
+                     builtin runtime networks pods with a [cri.network] table, as the embedded \
+                     defaults do)"
+                ),
+                (Some(_), None) => bail!(
+                    "PodSandboxStatus reports no network namespace (runtimeSpec.linux.namespaces \
+                     in its verbose info)"
+                ),
+            };
+            let inside = links_in(&netns).await?;
+            let eth0 = inside.addrs(POD_IFNAME);
+            if !eth0
+                .iter()
+                .any(|a| a.split('/').next() == Some(ip.as_str()))
+            {
+                bail!("{POD_IFNAME} in {netns} does not hold {ip}: it has {eth0:?}");
             }
-            let ifaces: Vec<String> = result["interfaces"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|i| {
-                    let name = i["name"].as_str()?;
-                    Some(match i["sandbox"].as_str() {
-                        Some(_) => format!("{name}@pod"),
-                        None => name.to_string(),
-                    })
-                })
-                .collect();
-            facts.push(("interfaces", json!(ifaces.join(","))));
-            facts.push(("plugin", json!("bridge")));
-            Ok((result, facts))
+            if !inside.is_up("lo") {
+                bail!("lo in {netns} is not up");
+            }
+            let mut facts = vec![("ip", json!(ip))];
+            if net.ips.len() > 1 {
+                facts.push(("additional_ips", json!(net.ips[1..].join(","))));
+            }
+            facts.push(("netns", json!(netns)));
+            facts.push((POD_IFNAME, json!(eth0.join(","))));
+            facts.push(("lo", json!("up")));
+            if let Some(n) = net.name {
+                facts.push(("network", json!(n)));
+            }
+            Ok(((netns, ip), facts))
         })
         .await?;
-    c.created.cni_result = Some(result);
+    c.created.netns = Some(netns);
 
     // 3. A volume, if there is a CSI driver.
     if !c.args.csi.exists() {
@@ -598,16 +573,15 @@ async fn setup(r: &mut Report, c: &mut Ctx) -> Option<()> {
         if s.state != cri::PodSandboxState::SandboxReady as i32 {
             bail!("pod is {state}, expected SANDBOX_READY");
         }
-        let mut facts = vec![("state", json!(state))];
-        if let Some(ip) = s
+        let ip = s
             .network
             .as_ref()
-            .map(|n| &n.ip)
-            .filter(|ip| !ip.is_empty())
-        {
-            facts.push(("runtime_ip", json!(ip)));
+            .map(|n| n.ip.as_str())
+            .unwrap_or_default();
+        if ip != pod_ip {
+            bail!("the pod's IP is now {ip:?}, was {pod_ip:?}");
         }
-        Ok(((), facts))
+        Ok(((), vec![("state", json!(state)), ("ip", json!(ip))]))
     })
     .await?;
     let mut rt = c.rt().ok()?;
@@ -898,18 +872,6 @@ async fn teardown(r: &mut Report, c: &mut Ctx) {
             .await;
         }
     }
-    if c.created.cni_attempted {
-        let pod = c.created.pod.clone().unwrap_or_default();
-        let mut conf = c.net_conf();
-        if let Some(prev) = &c.created.cni_result {
-            conf["prevResult"] = prev.clone();
-        }
-        r.step(t, "CNI DEL", async {
-            shim(c, "DEL", &pod, &conf).await?;
-            Ok(((), vec![("netns", json!(c.netns_path()))]))
-        })
-        .await;
-    }
     if let (Some(id), Ok(mut rt)) = (c.created.pod.take(), c.rt()) {
         r.step(t, "StopPodSandbox", async {
             rpc(rt
@@ -920,6 +882,19 @@ async fn teardown(r: &mut Report, c: &mut Ctx) {
             Ok(((), vec![("pod_id", json!(id))]))
         })
         .await;
+        if let Some(netns) = c.created.netns.take() {
+            r.step(t, "pod network removed", async {
+                let net = pod_network(&mut rt, &id).await?;
+                if let Some(ip) = net.ips.first() {
+                    bail!("PodSandboxStatus still reports {ip} after StopPodSandbox");
+                }
+                if Path::new(&netns).exists() {
+                    bail!("the pod's network namespace {netns} is still there");
+                }
+                Ok(((), vec![("netns", json!(netns)), ("removed", json!(true))]))
+            })
+            .await;
+        }
         r.step(t, "RemovePodSandbox", async {
             rpc(rt
                 .remove_pod_sandbox(cri::RemovePodSandboxRequest {
@@ -927,13 +902,6 @@ async fn teardown(r: &mut Report, c: &mut Ctx) {
                 })
                 .await)?;
             Ok(((), vec![("pod_id", json!(id))]))
-        })
-        .await;
-    }
-    if let Some(ns) = c.created.netns.take() {
-        r.step(t, "ip netns del", async {
-            ip(&["netns", "del", &ns]).await?;
-            Ok(((), vec![("netns", json!(ns))]))
         })
         .await;
     }
@@ -994,83 +962,90 @@ fn is_mount_point(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
-/// `ip <args>`, failing with its stderr.
-async fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new("ip")
-        .args(args)
-        .output()
-        .await
-        .context("run ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+/// A pod's network as the runtime reports it.
+struct PodNet {
+    /// `status.network.ip`, then `additional_ips`.
+    ips: Vec<String>,
+    /// The network namespace in the verbose info's runtime spec, where containerd reports it.
+    netns: Option<String>,
+    /// The network's name, when the runtime says (the builtin runtime does).
+    name: Option<String>,
 }
 
-/// Runs the `wasmgate-cni` shim as a container runtime does; the parsed result (`null` for DEL).
-async fn shim(c: &Ctx, command: &str, pod: &str, conf: &Value) -> anyhow::Result<Value> {
-    use tokio::io::AsyncWriteExt;
-    if !c.shim.exists() {
-        bail!(
-            "{} is missing: wasmgate lifecycle runs the wasmgate-cni shim installed next to it",
-            c.shim.display()
-        );
+async fn pod_network(rt: &mut RuntimeServiceClient<Channel>, pod: &str) -> anyhow::Result<PodNet> {
+    let resp = rpc(rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.to_string(),
+            verbose: true,
+        })
+        .await)?;
+    let net = resp.status.and_then(|s| s.network).unwrap_or_default();
+    let ips = std::iter::once(net.ip)
+        .chain(net.additional_ips.into_iter().map(|i| i.ip))
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    let info: Value = resp
+        .info
+        .get("info")
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or_default();
+    let netns = info["runtimeSpec"]["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["type"] == "network")
+        .and_then(|n| n["path"].as_str())
+        .filter(|p| !p.is_empty())
+        .map(String::from);
+    let name = info["network"].as_str().map(String::from);
+    Ok(PodNet { ips, netns, name })
+}
+
+/// The links of the network namespace pinned at `netns`, as `ip -j addr show` lists them there.
+struct Links(Vec<Value>);
+
+impl Links {
+    fn find(&self, ifname: &str) -> Option<&Value> {
+        self.0.iter().find(|l| l["ifname"] == ifname)
     }
-    let cni_path = match c.shim.parent() {
-        Some(dir) => format!("{}:/opt/cni/bin", dir.display()),
-        None => "/opt/cni/bin".to_string(),
-    };
-    let mut child = tokio::process::Command::new(&c.shim)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", pod)
-        .env("CNI_NETNS", c.netns_path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", cni_path)
-        .env(
-            "CNI_ARGS",
-            format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE={NAMESPACE};K8S_POD_NAME={POD_NAME};K8S_POD_INFRA_CONTAINER_ID={pod};K8S_POD_UID={}",
-                c.uid
-            ),
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("run {}", c.shim.display()))?;
-    let mut stdin = child.stdin.take().context("shim stdin")?;
-    stdin.write_all(conf.to_string().as_bytes()).await?;
-    drop(stdin);
-    let out = child.wait_with_output().await?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+
+    /// The addresses (CIDR) on `ifname`, but the IPv6 link-local one the kernel adds itself.
+    fn addrs(&self, ifname: &str) -> Vec<String> {
+        self.find(ifname)
+            .and_then(|l| l["addr_info"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|a| a["scope"] != "link")
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
+            .collect()
+    }
+
+    fn is_up(&self, ifname: &str) -> bool {
+        self.find(ifname)
+            .and_then(|l| l["flags"].as_array())
+            .is_some_and(|f| f.iter().any(|f| f == "UP"))
+    }
+}
+
+async fn links_in(netns: &str) -> anyhow::Result<Links> {
+    let out = tokio::process::Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["ip", "-j", "addr", "show"])
+        .output()
+        .await
+        .context("run nsenter (util-linux) and ip (iproute2)")?;
     if !out.status.success() {
-        let err: Value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-        match err["code"].as_u64() {
-            Some(code) => {
-                let mut msg = format!("CNI error {code}: {}", text(&err["msg"]));
-                if let Some(d) = err["details"].as_str().filter(|d| !d.is_empty()) {
-                    msg.push_str(&format!(" ({d})"));
-                }
-                bail!(msg)
-            }
-            None => bail!(
-                "wasmgate-cni {command} failed ({}): {}{}",
-                out.status,
-                stdout.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        }
+        let why = String::from_utf8_lossy(&out.stderr);
+        let hint = if why.contains("Operation not permitted") || why.contains("Permission denied") {
+            "; looking into it needs root: run wasmgate lifecycle as root"
+        } else {
+            ""
+        };
+        bail!("cannot look into {netns}: {}{hint}", why.trim());
     }
-    if stdout.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_str(stdout.trim())
-        .with_context(|| format!("wasmgate-cni {command} printed no JSON: {stdout:?}"))
+    let links: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("ip -j addr show in {netns} printed no JSON"))?;
+    Ok(Links(links))
 }
 
 /// The next number of the SplitMix64 sequence from `state`.
