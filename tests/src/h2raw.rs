@@ -120,11 +120,21 @@ impl RawH2 {
                 return Outcome::Closed;
             };
             match kind {
-                0x0 if stream == id => {
+                // Give the connection's flow-control window back, or a long-lived connection
+                // stalls once the server has sent 64 KiB.
+                0x0 if !payload.is_empty() => {
+                    let inc = (payload.len() as u32).to_be_bytes();
+                    let _ = self.stream.write_all(&frame(0x8, 0, 0, &inc)).await;
+                    if stream != id {
+                        continue;
+                    }
                     body.extend_from_slice(&payload);
                     if flags & 0x1 != 0 {
                         return Outcome::Answered { headers, body };
                     }
+                }
+                0x0 if stream == id && flags & 0x1 != 0 => {
+                    return Outcome::Answered { headers, body };
                 }
                 0x1 | 0x9 => {
                     let mut p = &payload[..];

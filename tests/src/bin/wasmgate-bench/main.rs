@@ -29,11 +29,14 @@
 //! - **d) CRI** (`--cri` alone): the proxy with two runtime hooks against the builtin runtime's
 //!   own socket, per call (a hooked CreateContainer, an unhooked ListPodSandbox) and under
 //!   concurrent clients; see `cri.rs`.
+//! - **f) the gRPC `:authority` adapter** (`--grpc` alone): a unary call through `grpc::Conn`,
+//!   passed on and re-encoded, against the plain stream under h2; see `grpc.rs`.
 //! - **e) plugins per language** (`--langs` alone): each example plugin's component size, first
 //!   compile, cached load and per-call latency, against the Rust plugin of its world; see `langs.rs`.
 
 mod cri;
 mod csi;
+mod grpc;
 mod langs;
 
 use std::os::fd::AsRawFd;
@@ -104,15 +107,16 @@ fn main() -> Result<()> {
     let csi_only = args.iter().any(|a| a == "--csi");
     let cri_only = args.iter().any(|a| a == "--cri");
     let langs_only = args.iter().any(|a| a == "--langs");
+    let grpc_only = args.iter().any(|a| a == "--grpc");
     if let Some(bad) = args
         .iter()
-        .find(|a| !["--quick", "--csi", "--cri", "--langs"].contains(&a.as_str()))
+        .find(|a| !["--quick", "--csi", "--cri", "--langs", "--grpc"].contains(&a.as_str()))
     {
         bail!(
-            "unknown argument {bad:?}; usage: wasmgate-bench [--quick] [--csi] [--cri] [--langs]"
+            "unknown argument {bad:?}; usage: wasmgate-bench [--quick] [--csi] [--cri] [--langs] [--grpc]"
         );
     }
-    if csi_only || cri_only || langs_only {
+    if csi_only || cri_only || langs_only || grpc_only {
         if csi_only {
             csi::bench(sizes).context("csi bench")?;
         }
@@ -121,6 +125,9 @@ fn main() -> Result<()> {
         }
         if langs_only {
             langs::bench(quick).context("langs bench")?;
+        }
+        if grpc_only {
+            grpc::bench(sizes).context("grpc bench")?;
         }
         return Ok(());
     }
@@ -202,6 +209,7 @@ fn outer(quick: bool, sizes: Sizes) -> Result<()> {
     csi::bench(sizes).context("csi bench")?;
     cri::bench(sizes).context("cri bench")?;
     langs::bench(quick).context("langs bench")?;
+    grpc::bench(sizes).context("grpc bench")?;
     println!();
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
