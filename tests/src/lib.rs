@@ -537,17 +537,12 @@ impl Daemon {
     /// `upstream`), with runtime hooks: `hooks` are `(name, component, extra TOML lines)` in
     /// chain order.
     pub fn start_proxy(upstream: &str, hooks: &[(&str, PathBuf, &str)]) -> Self {
-        let dir = std::env::temp_dir().join(unique("wasmgate-cri-"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
         let names: Vec<String> = hooks.iter().map(|(n, _, _)| format!("{n:?}")).collect();
         let mut toml = format!(
-            "state_dir = \"{d}/state\"\n[engine]\ncache_dir = \"{c}\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
-             [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"bridge\"\n\
-             [cri]\nsocket = \"{d}/cri.sock\"\nupstream = \"{upstream}\"\nhooks = [{h}]\n\
+            "state_dir = \"{{d}}/state\"\n[engine]\ncache_dir = \"{{c}}\"\n[admin]\nsocket = \"{{d}}/admin.sock\"\n\
+             [cni]\nsocket = \"{{d}}/cni.sock\"\nqueue_dir = \"{{d}}/queue\"\ndefault_plugin = \"bridge\"\n\
+             [cri]\nsocket = \"{{d}}/cri.sock\"\nupstream = \"{upstream}\"\nhooks = [{h}]\n\
              [plugins.bridge]\npath = \"{b}\"\n",
-            d = dir.display(),
-            c = crate::shared_cache().display(),
             h = names.join(", "),
             b = plugin("bridge-ipam").display(),
         );
@@ -557,20 +552,7 @@ impl Daemon {
                 path.display()
             ));
         }
-        let config = dir.join("wasmgate.toml");
-        std::fs::write(&config, toml).unwrap();
-        let wait_sockets = vec![dir.join("cri.sock")];
-        let mut d = Self {
-            node: Netns::new("wgr"),
-            dir,
-            config,
-            wrapper: Vec::new(),
-            host_namespaces: true,
-            wait_sockets,
-            child: None,
-        };
-        d.spawn();
-        d
+        Self::start_toml(&toml, &["cri.sock"])
     }
 
     pub fn cri_socket(&self) -> PathBuf {

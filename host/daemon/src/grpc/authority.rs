@@ -280,7 +280,7 @@ impl<IO> Conn<IO> {
                 let mut pad = 0;
                 if head.flags & PADDED != 0 {
                     let Some((&n, rest)) = p.split_first() else {
-                        return self.refuse_block(head, frame, "padded headers frame without a pad length");
+                        return self.refuse_block(frame, "padded headers frame without a pad length");
                     };
                     pad = n as usize;
                     p = rest;
@@ -288,13 +288,13 @@ impl<IO> Conn<IO> {
                 let mut priority = None;
                 if head.flags & PRIORITY != 0 {
                     if p.len() < 5 {
-                        return self.refuse_block(head, frame, "headers frame too short for its priority");
+                        return self.refuse_block(frame, "headers frame too short for its priority");
                     }
                     priority = Some([p[0], p[1], p[2], p[3], p[4]]);
                     p = &p[5..];
                 }
                 if pad > p.len() {
-                    return self.refuse_block(head, frame, "headers frame padding longer than the frame");
+                    return self.refuse_block(frame, "headers frame padding longer than the frame");
                 }
                 let fragment = p[..p.len() - pad].to_vec();
                 self.rx.block = Some(Block {
@@ -326,7 +326,7 @@ impl<IO> Conn<IO> {
     }
 
     /// A frame h2 refuses on its own (PROTOCOL_ERROR) before decoding anything: hand it over.
-    fn refuse_block(&mut self, _head: Head, frame: BytesMut, why: &str) {
+    fn refuse_block(&mut self, frame: BytesMut, why: &str) {
         self.rx.output.unsplit(frame);
         self.give_up(why);
     }

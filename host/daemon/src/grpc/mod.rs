@@ -204,7 +204,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let path = req.uri().path().to_string();
+        // A Uri clone shares its bytes: no allocation on the path every call takes.
+        let uri = req.uri().clone();
         let call = self.inner.call(req);
         let refusals = self.refusals.clone();
         Box::pin(async move {
@@ -217,7 +218,7 @@ where
                     "" => format!("refused with {:?} before reaching a handler", status.code()),
                     m => format!("refused with {:?} before reaching a handler: {m}", status.code()),
                 };
-                refusals.report(Some(&path), status.code(), &why);
+                refusals.report(Some(uri.path()), status.code(), &why);
             }
             out
         })
