@@ -4,7 +4,7 @@
 //! default, and no file at all is the embedded default setup, which serves all three.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -395,6 +395,46 @@ impl Default for CniSection {
     }
 }
 
+/// Upper bounds of the numeric keys; see [`Config::validate`].
+pub const MAX_INSTANCES: u32 = 4096;
+pub const MAX_MEMORY_MB: usize = 16 << 10;
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+pub const QUEUE_POLL_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
+
+/// Plugin names become file names (`plugins/<name>.redb`, the data dir) and TOML keys.
+fn check_plugin_name(name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=63).contains(&name.len())
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(format!(
+        "plugin name {name:?} must be 1 to 63 of [a-z0-9-], not starting with a dash"
+    )))
+}
+
+/// The CSI spec's grammar for a driver name (domain-name notation): at most 63 characters,
+/// alphanumerics at both ends, alphanumerics, `-` and `.` between. It becomes a directory under
+/// kubelet's plugin dir and the registration socket's file name.
+fn check_driver_name(name: &str) -> Result<(), ConfigError> {
+    let b = name.as_bytes();
+    let ok = (1..=63).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.');
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(format!(
+        "csi.driver {name:?} must be 1 to 63 characters of domain-name notation: \
+         alphanumerics at both ends, alphanumerics, '-' and '.' between"
+    )))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("read config {path}: {source}")]
@@ -458,10 +498,12 @@ impl Config {
                 Some(_) => {}
             }
         }
+        self.check_bounds()?;
         for (name, p) in &self.plugins {
-            if p.timeout_ms == 0 || p.memory_mb == 0 {
+            check_plugin_name(name)?;
+            if !(1..=MAX_TIMEOUT_MS).contains(&p.timeout_ms) || p.memory_mb == 0 {
                 return Err(ConfigError::Invalid(format!(
-                    "plugin {name}: timeout_ms and memory_mb must be positive"
+                    "plugin {name}: timeout_ms must be 1..={MAX_TIMEOUT_MS} and memory_mb positive"
                 )));
             }
             // A CNI or CSI call that silently skips its plugin would leave a pod without a
@@ -520,11 +562,89 @@ impl Config {
                 }
                 Some(_) => {}
             }
-            if csi.driver.is_empty() || csi.driver.len() > 63 {
-                return Err(ConfigError::Invalid(format!(
-                    "csi.driver {:?} must be 1 to 63 characters",
-                    csi.driver
-                )));
+            check_driver_name(&csi.driver)?;
+        }
+        self.check_data_dirs()?;
+        Ok(())
+    }
+
+    /// Numbers with no sane meaning outside a range: `max_instances = 0` would make every call
+    /// wait for a permit forever, a poll of 0 ms would spin.
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        let out_of = |key: &str, v: u64, range: std::ops::RangeInclusive<u64>| {
+            Err(ConfigError::Invalid(format!(
+                "{key} = {v} is outside {}..={}",
+                range.start(),
+                range.end()
+            )))
+        };
+        let e = &self.engine;
+        if !(1..=MAX_INSTANCES).contains(&e.max_instances) {
+            return out_of(
+                "engine.max_instances",
+                e.max_instances.into(),
+                1..=MAX_INSTANCES.into(),
+            );
+        }
+        if !(1..=MAX_MEMORY_MB).contains(&e.max_memory_mb) {
+            return out_of(
+                "engine.max_memory_mb",
+                e.max_memory_mb as u64,
+                1..=MAX_MEMORY_MB as u64,
+            );
+        }
+        if let Some(cni) = &self.cni
+            && !QUEUE_POLL_MS.contains(&cni.queue_poll_ms)
+        {
+            return out_of("cni.queue_poll_ms", cni.queue_poll_ms, QUEUE_POLL_MS);
+        }
+        Ok(())
+    }
+
+    /// A storage plugin's data dir is the one host directory its sandbox can write. It must not
+    /// reach the host's own records (`host.redb`), the compiled-code cache (loaded as native
+    /// code by root) or another plugin's data.
+    fn check_data_dirs(&self) -> Result<(), ConfigError> {
+        let state = self.state_dir.as_path();
+        let cache = self
+            .engine
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| state.join("cache"));
+        let storage: Vec<_> = self
+            .plugins
+            .iter()
+            .filter(|(_, p)| p.world == World::Storage)
+            .map(|(name, p)| (name, self.data_dir(name, p)))
+            .collect();
+        for (name, dir) in &storage {
+            let refuse = |why: String| {
+                Err(ConfigError::Invalid(format!(
+                    "plugin {name}: data_dir {} {why}",
+                    dir.display()
+                )))
+            };
+            if !dir.is_absolute() || dir.components().any(|c| c == Component::ParentDir) {
+                return refuse("must be an absolute path without `..`".into());
+            }
+            let own = state.join("plugins").join(name);
+            if state.starts_with(dir) || (dir.starts_with(state) && !dir.starts_with(&own)) {
+                return refuse(format!(
+                    "overlaps state_dir {} (only {} is the plugin's)",
+                    state.display(),
+                    own.display()
+                ));
+            }
+            if cache.starts_with(dir) || dir.starts_with(&cache) {
+                return refuse(format!("overlaps the cache dir {}", cache.display()));
+            }
+            for (other, theirs) in &storage {
+                if other != name && (theirs.starts_with(dir) || dir.starts_with(theirs)) {
+                    return refuse(format!(
+                        "overlaps plugin {other}'s data_dir {}",
+                        theirs.display()
+                    ));
+                }
             }
         }
         Ok(())
@@ -611,9 +731,15 @@ mod tests {
         assert!(cri_only.cni.is_none() && cri_only.csi.is_none());
         cri_only.validate().unwrap();
         // [cni] present: its plugin must be there.
-        let cfg: Config = toml::from_str("[cni]\n[csi]\nplugin = \"hp\"\n[plugins.hp]\nworld = \"storage\"\npath = \"h.wasm\"\n").unwrap();
+        let cfg: Config = toml::from_str(
+            "[cni]\n[csi]\nplugin = \"hp\"\n[plugins.hp]\nworld = \"storage\"\npath = \"h.wasm\"\n",
+        )
+        .unwrap();
         let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("cni.default_plugin \"bridge\" is not declared"), "{err}");
+        assert!(
+            err.contains("cni.default_plugin \"bridge\" is not declared"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -700,5 +826,125 @@ mod tests {
                 "{toml_text}: {err}"
             );
         }
+    }
+
+    fn refusal(toml_text: &str) -> String {
+        let cfg: Config = toml::from_str(toml_text).unwrap();
+        cfg.validate().unwrap_err().to_string()
+    }
+
+    const HP: &str =
+        "[csi]\nplugin = \"hp\"\n[plugins.hp]\nworld = \"storage\"\npath = \"h.wasm\"\n";
+
+    #[test]
+    fn names_that_would_escape_a_directory_are_refused() {
+        for bad in ["..", "a/b", "Bridge", "a_b", "-a", "", &"a".repeat(64)] {
+            let err = refusal(&format!(
+                "[csi]\nplugin = \"hp\"\n[plugins.hp]\nworld = \"storage\"\npath = \"h.wasm\"\n[plugins.\"{bad}\"]\npath = \"x.wasm\"\n"
+            ));
+            assert!(
+                err.contains("must be 1 to 63 of [a-z0-9-]"),
+                "{bad:?}: {err}"
+            );
+        }
+        for bad in ["../../etc", "a..", ".a", "a_b.io", "x.", &"a".repeat(64)] {
+            let err = refusal(&HP.replacen("[csi]\n", &format!("[csi]\ndriver = \"{bad}\"\n"), 1));
+            assert!(err.contains("domain-name notation"), "{bad:?}: {err}");
+        }
+        let ok: Config = toml::from_str(&HP.replacen(
+            "[csi]\n",
+            "[csi]\ndriver = \"Host-Path.csi.example.com\"\n",
+            1,
+        ))
+        .unwrap();
+        ok.validate().unwrap();
+    }
+
+    #[test]
+    fn numbers_outside_their_range_are_refused() {
+        let cases = [
+            (
+                "[engine]\nmax_instances = 0\n",
+                "engine.max_instances = 0 is outside 1..=4096",
+            ),
+            (
+                "[engine]\nmax_instances = 100000\n",
+                "engine.max_instances = 100000",
+            ),
+            ("[engine]\nmax_memory_mb = 0\n", "engine.max_memory_mb = 0"),
+            (
+                "[plugins.hp]\ntimeout_ms = 0\n",
+                "timeout_ms must be 1..=600000",
+            ),
+            (
+                "[plugins.hp]\ntimeout_ms = 99999999\n",
+                "timeout_ms must be 1..=600000",
+            ),
+        ];
+        for (extra, want) in cases {
+            let text = if extra.starts_with("[plugins.hp]") {
+                HP.replace(
+                    "path = \"h.wasm\"\n",
+                    &format!("path = \"h.wasm\"\n{}", &extra[13..]),
+                )
+            } else {
+                format!("{extra}{HP}")
+            };
+            let err = refusal(&text);
+            assert!(err.contains(want), "{extra}: {err}");
+        }
+        let err = refusal(
+            "[cni]\ndefault_plugin = \"n\"\nqueue_poll_ms = 0\n[plugins.n]\npath = \"n.wasm\"\n",
+        );
+        assert!(
+            err.contains("cni.queue_poll_ms = 0 is outside 50..=60000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_data_dir_may_not_reach_the_hosts_own_files() {
+        let with = |data_dir: &str, extra: &str| {
+            format!(
+                "state_dir = \"/var/lib/wg\"\n{extra}{}data_dir = \"{data_dir}\"\n",
+                HP
+            )
+        };
+        let cases = [
+            (with("/var/lib/wg", ""), "overlaps state_dir /var/lib/wg"),
+            (with("/var/lib", ""), "overlaps state_dir"),
+            (with("/var/lib/wg/plugins", ""), "overlaps state_dir"),
+            (
+                with("/var/lib/wg/plugins/other/data", ""),
+                "overlaps state_dir",
+            ),
+            (with("/var/lib/wg/cache/x", ""), "overlaps state_dir"),
+            (
+                with("/srv/cache", "[engine]\ncache_dir = \"/srv/cache\"\n"),
+                "overlaps the cache dir /srv/cache",
+            ),
+            (
+                with("/srv", "[engine]\ncache_dir = \"/srv/cache\"\n"),
+                "overlaps the cache dir",
+            ),
+            (with("/srv/../var/lib/wg", ""), "without `..`"),
+        ];
+        for (text, want) in cases {
+            let err = refusal(&text);
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        // Two storage plugins sharing a directory would read each other's volumes.
+        let two = format!(
+            "{}data_dir = \"/srv/a\"\n[plugins.hq]\nworld = \"storage\"\npath = \"q.wasm\"\ndata_dir = \"/srv/a/b\"\n",
+            HP
+        );
+        assert!(refusal(&two).contains("overlaps plugin"));
+        // The default, and the plugin's own subtree, are fine.
+        let cfg: Config = toml::from_str(&format!("state_dir = \"/var/lib/wg\"\n{HP}")).unwrap();
+        cfg.validate().unwrap();
+        let cfg: Config = toml::from_str(&with("/var/lib/wg/plugins/hp/volumes", "")).unwrap();
+        cfg.validate().unwrap();
+        let cfg: Config = toml::from_str(&with("/srv/hostpath", "")).unwrap();
+        cfg.validate().unwrap();
     }
 }
