@@ -134,7 +134,7 @@ impl Trace {
         {
             let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
             let s = stats
-                .entry(format!("{}.{}", rec.interface, rec.method))
+                .entry(format!("{}.{}", rec.interface, counted_method(&rec)))
                 .or_default();
             if rec.ok {
                 s.ok += 1;
@@ -155,6 +155,19 @@ impl Trace {
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+/// The method a call counts under. A gRPC client chooses its `:path`, so a method no schema
+/// declares counts as `unknown`: the counters stay bounded however many paths a client invents.
+/// CNI methods are the parsed `CNI_COMMAND`, bounded already.
+fn counted_method(rec: &CallRecord) -> &str {
+    let known = rec.interface == "cni"
+        || rec.method == CONNECTION
+        || wasmgate_proto::rpc_names().contains(&rec.method);
+    if known { &rec.method } else { "unknown" }
+}
+
+/// The method of a record about a whole connection rather than one call.
+pub const CONNECTION: &str = "connection";
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -207,6 +220,25 @@ mod tests {
             }
         );
         assert_eq!(stats["cni.DEL"].ok, 1);
+    }
+
+    #[test]
+    fn invented_methods_share_one_counter() {
+        let t = Trace::default();
+        for i in 0..1000 {
+            let mut r = rec(&format!("Evil{i}"), false);
+            r.interface = "cri".into();
+            t.record(r);
+        }
+        let mut r = rec("Version", true);
+        r.interface = "cri".into();
+        t.record(r);
+        let stats = t.stats();
+        assert_eq!(
+            stats.keys().collect::<Vec<_>>(),
+            ["cri.Version", "cri.unknown"]
+        );
+        assert_eq!(stats["cri.unknown"].errors, 1000);
     }
 
     #[test]

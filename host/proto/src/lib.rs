@@ -96,6 +96,26 @@ pub const CRI_API_VERSION: &str = "v0.0.0-20260925160638-599ea22085a0";
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/wasmgate_proto_descriptor.bin"));
 
+/// Every RPC name the vendored schemas declare (`Version`, `NodePublishVolume`, ...), read once
+/// from [`FILE_DESCRIPTOR_SET`]: a bounded vocabulary for labels that a client's `:path` would
+/// otherwise choose.
+pub fn rpc_names() -> &'static std::collections::BTreeSet<String> {
+    use prost::Message;
+    static NAMES: std::sync::OnceLock<std::collections::BTreeSet<String>> =
+        std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        // Built into this crate by build.rs; a failure to decode is a build defect, and the set
+        // is then empty, so every method counts as unknown rather than the process stopping.
+        let fds = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap_or_default();
+        fds.file
+            .iter()
+            .flat_map(|f| &f.service)
+            .flat_map(|s| &s.method)
+            .filter_map(|m| m.name.clone())
+            .collect()
+    })
+}
+
 /// A tonic channel to the gRPC server on the unix socket at `path`, as kubelet and the CSI
 /// sidecars connect: `IdentityClient::new(unix_channel(path).await?)` (or
 /// `RuntimeServiceClient::new(..)` for a CRI runtime socket).

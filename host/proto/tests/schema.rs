@@ -1157,3 +1157,23 @@ fn cri_client_and_server_paths() {
 
     assert!(!wasmgate_proto::CRI_API_VERSION.is_empty());
 }
+
+#[test]
+fn rpc_names_cover_every_service_and_nothing_else() {
+    let names = wasmgate_proto::rpc_names();
+    for known in [
+        "Version",
+        "RunPodSandbox",
+        "PullImage",
+        "NodePublishVolume",
+        "CreateVolume",
+        "GetPluginInfo",
+        "GetInfo",
+        "NotifyRegistrationStatus",
+    ] {
+        assert!(names.contains(known), "{known} missing");
+    }
+    assert!(!names.contains("Bogus") && !names.contains(""));
+    // runtime.v1's 37 + 6, and the CSI and registration services besides.
+    assert!(names.len() > 43, "{}", names.len());
+}

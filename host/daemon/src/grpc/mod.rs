@@ -107,7 +107,7 @@ impl Refusals {
         let method = path
             .and_then(|p| p.rsplit('/').next())
             .filter(|m| !m.is_empty())
-            .unwrap_or("connection");
+            .unwrap_or(crate::trace::CONNECTION);
         let suppressed = {
             let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
             if w.start.elapsed() >= WARN_WINDOW {
