@@ -5,6 +5,7 @@
 //! checked and carried out by `wasmgate-effects`; [`state`] records what the host built.
 
 pub mod admin;
+mod blocking;
 pub mod cni;
 pub mod config;
 pub mod cri;
@@ -82,12 +83,11 @@ pub async fn run_with(
         path: cfg.state_dir.clone(),
         source,
     })?;
+    // Refused before anything loads: its files are run as native code.
+    wasmgate_engine::check_private_dir(&cfg.cache_dir())?;
     let engine = WasmEngine::new(&cfg.engine_config())?;
-    let mut registry = Registry::new(engine, cfg.state_dir.clone());
-    if let Some(dir) = &cfg.engine.cache_dir {
-        registry = registry.with_cache_dir(dir.clone());
-    }
-    let registry = Arc::new(registry);
+    let registry =
+        Arc::new(Registry::new(engine, cfg.state_dir.clone()).with_cache_dir(cfg.cache_dir()));
     let mut policies = BTreeMap::new();
     let mut watched = HashMap::new();
     for (name, p) in &cfg.plugins {
@@ -244,8 +244,7 @@ pub async fn run_with(
             let reg_path = csi.registration_socket();
             let listener = socket::bind(&reg_path, 0o600)
                 .map_err(io("bind registration socket", &reg_path))?;
-            let incoming =
-                grpc::Incoming::new(listener, "registration", &reg_path, trace.clone());
+            let incoming = grpc::Incoming::new(listener, "registration", &reg_path, trace.clone());
             let reg = Arc::new(csi::registration::Registration::new(
                 csi.driver.clone(),
                 path,

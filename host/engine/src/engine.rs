@@ -157,10 +157,14 @@ impl WasmEngine {
         sha256: &str,
         cache_dir: &Path,
     ) -> Result<(Component, bool), EngineError> {
+        // Checked on every load, not once: it is a few lstat calls, and what it guards is
+        // native code run as root.
+        crate::check_private_dir(cache_dir)?;
         let path = self.cache_path(cache_dir, sha256);
         if path.exists() {
-            // Safety: only this process writes the cache dir (mode 0700), always as a complete
-            // artifact renamed into place, keyed by the engine's compatibility hash.
+            // Safety: only this process writes the cache dir (checked above: it and its parents
+            // are the daemon's and nobody else can write them), always as a complete artifact
+            // renamed into place, keyed by the engine's compatibility hash.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => tracing::warn!("discarding cached artifact {}: {e:#}", path.display()),

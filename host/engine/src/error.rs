@@ -21,6 +21,8 @@ pub enum EngineError {
         world: &'static str,
         misfits: crate::inspect::Misfits,
     },
+    #[error("refusing {path} as a cache of native code: {why}")]
+    UntrustedDir { path: PathBuf, why: String },
     #[error("no plugin named {0}")]
     UnknownPlugin(String),
     #[error("plugin {name} is not loaded: {reason}")]

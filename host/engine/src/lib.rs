@@ -34,6 +34,7 @@ pub mod inspect;
 pub mod keyvalue;
 pub mod registry;
 mod stderr;
+mod trust;
 
 pub use call::{CallError, Limits};
 pub use engine::{EngineConfig, WasmEngine};
@@ -41,4 +42,5 @@ pub use error::EngineError;
 pub use hook::Hook;
 pub use host::HostState;
 pub use registry::{DATA_DIR_GUEST, LoadedPlugin, PluginInfo, PluginSpec, Registry, World};
+pub use trust::check_private_dir;
 pub use wasmtime;
