@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use std::os::unix::net::UnixStream;
@@ -12,7 +13,7 @@ use tokio::io::BufReader;
 use tokio::net::UnixListener;
 use wasmgate_engine::{PluginInfo, Registry};
 
-use crate::socket::{read_json, write_json};
+use crate::socket::{AcceptBackoff, accept, read_json, write_json};
 use crate::trace::{MethodStats, Trace, TraceLine};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,15 +78,24 @@ pub enum AdminResponse {
     },
 }
 
+/// The CLI writes its request at once; a peer that connects and sends nothing must not hold a
+/// task and a descriptor for ever.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub async fn serve(listener: UnixListener, registry: Arc<Registry>, trace: Arc<Trace>) {
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let stream = accept(&listener, &mut backoff, "admin").await;
         let (registry, trace) = (registry.clone(), trace.clone());
         tokio::spawn(async move {
             let mut stream = BufReader::new(stream);
-            let resp = match read_json::<AdminRequest>(&mut stream).await {
+            let Ok(request) =
+                tokio::time::timeout(READ_TIMEOUT, read_json::<AdminRequest>(&mut stream)).await
+            else {
+                tracing::warn!("admin client sent no request within {READ_TIMEOUT:?}");
+                return;
+            };
+            let resp = match request {
                 Ok(Some(Ok(AdminRequest::Trace { filter }))) => {
                     return follow(stream, &trace, filter).await;
                 }

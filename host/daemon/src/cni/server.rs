@@ -8,21 +8,15 @@ use wasmgate_cni::error::{CniError, code};
 use wasmgate_cni::wire::{Request, Response};
 
 use super::CniService;
-use crate::socket::{read_json, write_json};
+use crate::socket::{AcceptBackoff, accept, read_json, write_json};
 
 /// The shim writes its whole request at once; anything slower is not a shim.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn serve(listener: UnixListener, svc: Arc<CniService>) {
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::error!("cni socket accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let stream = accept(&listener, &mut backoff, "cni").await;
         let svc = svc.clone();
         tokio::spawn(async move {
             let mut stream = BufReader::new(stream);

@@ -5,9 +5,9 @@
 
 pub mod authority;
 
+use std::future::Future;
 use std::io;
 use std::path::Path;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -19,6 +19,7 @@ use tonic::transport::server::Connected;
 
 pub use authority::Conn;
 
+use crate::socket::AcceptBackoff;
 use crate::trace::{CallRecord, Trace, now_ms};
 
 /// Warnings per socket per [`WARN_WINDOW`]; the rest are counted and named in the next one. A
@@ -31,6 +32,9 @@ const WARN_WINDOW: Duration = Duration::from_secs(60);
 pub struct Incoming {
     listener: UnixListener,
     refusals: Arc<Refusals>,
+    /// tonic retries a failed accept at once; the wait happens here instead.
+    backoff: AcceptBackoff,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Incoming {
@@ -45,6 +49,8 @@ impl Incoming {
         Self {
             listener,
             refusals: Arc::new(Refusals::new(interface, socket, trace)),
+            backoff: AcceptBackoff::default(),
+            waiting: None,
         }
     }
 }
@@ -63,9 +69,22 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        this.listener
-            .poll_accept(cx)
-            .map(|r| Some(r.map(|(s, _)| Conn::new(s, this.refusals.clone()))))
+        loop {
+            if let Some(wait) = &mut this.waiting {
+                std::task::ready!(wait.as_mut().poll(cx));
+                this.waiting = None;
+            }
+            match std::task::ready!(this.listener.poll_accept(cx)) {
+                Ok((s, _)) => {
+                    this.backoff.succeeded();
+                    return Poll::Ready(Some(Ok(Conn::new(s, this.refusals.clone()))));
+                }
+                Err(e) => {
+                    let wait = this.backoff.failed(this.refusals.interface, &e);
+                    this.waiting = Some(Box::pin(tokio::time::sleep(wait)));
+                }
+            }
+        }
     }
 }
 
@@ -216,7 +235,10 @@ where
             {
                 let why = match status.message() {
                     "" => format!("refused with {:?} before reaching a handler", status.code()),
-                    m => format!("refused with {:?} before reaching a handler: {m}", status.code()),
+                    m => format!(
+                        "refused with {:?} before reaching a handler: {m}",
+                        status.code()
+                    ),
                 };
                 refusals.report(Some(uri.path()), status.code(), &why);
             }
