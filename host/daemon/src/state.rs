@@ -7,6 +7,8 @@
 use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition, TableError};
+
+use crate::blocking::off_worker;
 use serde::{Deserialize, Serialize};
 use wasmgate_cni::plan::{Attachment, Target};
 
@@ -83,7 +85,7 @@ impl Records {
     pub fn insert_new(&self, rec: &Record) -> Result<bool, StateError> {
         let key = Record::key(&rec.network, &rec.container_id, &rec.target.ifname);
         let bytes = serde_json::to_vec(rec).map_err(err)?;
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = off_worker(|| self.db.begin_write()).map_err(err)?;
         let inserted = {
             let mut t = txn.open_table(ATTACHMENTS).map_err(err)?;
             if t.get(key.as_str()).map_err(err)?.is_some() {
@@ -93,24 +95,24 @@ impl Records {
                 true
             }
         };
-        txn.commit().map_err(err)?;
+        off_worker(|| txn.commit()).map_err(err)?;
         Ok(inserted)
     }
 
     pub fn remove(&self, key: &str) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = off_worker(|| self.db.begin_write()).map_err(err)?;
         txn.open_table(ATTACHMENTS)
             .map_err(err)?
             .remove(key)
             .map_err(err)?;
-        txn.commit().map_err(err)
+        off_worker(|| txn.commit()).map_err(err)
     }
 
     /// Moves `rec` from the live attachments to the teardown list, in one transaction, so a
     /// crash leaves it in exactly one of the two.
     pub fn begin_teardown(&self, key: &str, rec: &Record) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(rec).map_err(err)?;
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = off_worker(|| self.db.begin_write()).map_err(err)?;
         txn.open_table(ATTACHMENTS)
             .map_err(err)?
             .remove(key)
@@ -119,16 +121,16 @@ impl Records {
             .map_err(err)?
             .insert(rec.attachment.veth.host_name.as_str(), bytes.as_slice())
             .map_err(err)?;
-        txn.commit().map_err(err)
+        off_worker(|| txn.commit()).map_err(err)
     }
 
     pub fn end_teardown(&self, host_name: &str) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = off_worker(|| self.db.begin_write()).map_err(err)?;
         txn.open_table(TEARDOWN)
             .map_err(err)?
             .remove(host_name)
             .map_err(err)?;
-        txn.commit().map_err(err)
+        off_worker(|| txn.commit()).map_err(err)
     }
 
     /// Teardowns a previous run did not finish.
@@ -191,12 +193,12 @@ impl Records {
     pub fn put_mount(&self, rec: &MountRecord) -> Result<(), StateError> {
         let key = rec.path.to_string_lossy();
         let bytes = serde_json::to_vec(rec).map_err(err)?;
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = off_worker(|| self.db.begin_write()).map_err(err)?;
         txn.open_table(CSI_MOUNTS)
             .map_err(err)?
             .insert(key.as_ref(), bytes.as_slice())
             .map_err(err)?;
-        txn.commit().map_err(err)
+        off_worker(|| txn.commit()).map_err(err)
     }
 
     pub fn mount(&self, path: &Path) -> Result<Option<MountRecord>, StateError> {
@@ -211,12 +213,12 @@ impl Records {
 
     pub fn remove_mount(&self, path: &Path) -> Result<(), StateError> {
         let key = path.to_string_lossy();
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = off_worker(|| self.db.begin_write()).map_err(err)?;
         txn.open_table(CSI_MOUNTS)
             .map_err(err)?
             .remove(key.as_ref())
             .map_err(err)?;
-        txn.commit().map_err(err)
+        off_worker(|| txn.commit()).map_err(err)
     }
 
     pub fn mounts(&self) -> Result<Vec<MountRecord>, StateError> {
@@ -250,12 +252,12 @@ pub struct PodNetworkRecord {
 impl Records {
     pub fn put_pod_network(&self, rec: &PodNetworkRecord) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(rec).map_err(err)?;
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = off_worker(|| self.db.begin_write()).map_err(err)?;
         txn.open_table(CRI_POD_NETWORKS)
             .map_err(err)?
             .insert(rec.sandbox_id.as_str(), bytes.as_slice())
             .map_err(err)?;
-        txn.commit().map_err(err)
+        off_worker(|| txn.commit()).map_err(err)
     }
 
     pub fn pod_network(&self, sandbox_id: &str) -> Result<Option<PodNetworkRecord>, StateError> {
@@ -268,12 +270,12 @@ impl Records {
     }
 
     pub fn remove_pod_network(&self, sandbox_id: &str) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = off_worker(|| self.db.begin_write()).map_err(err)?;
         txn.open_table(CRI_POD_NETWORKS)
             .map_err(err)?
             .remove(sandbox_id)
             .map_err(err)?;
-        txn.commit().map_err(err)
+        off_worker(|| txn.commit()).map_err(err)
     }
 
     pub fn pod_networks(&self) -> Result<Vec<PodNetworkRecord>, StateError> {
