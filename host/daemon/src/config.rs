@@ -606,11 +606,7 @@ impl Config {
     /// code by root) or another plugin's data.
     fn check_data_dirs(&self) -> Result<(), ConfigError> {
         let state = self.state_dir.as_path();
-        let cache = self
-            .engine
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| state.join("cache"));
+        let cache = self.cache_dir();
         let storage: Vec<_> = self
             .plugins
             .iter()
@@ -681,6 +677,14 @@ impl Config {
             }
         }
         spec
+    }
+
+    /// Where compiled plugins are cached.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.engine
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("cache"))
     }
 
     /// The directory a storage plugin is granted.
