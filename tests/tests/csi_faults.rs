@@ -694,8 +694,7 @@ async fn fifo_in_the_data_dir_is_refused_and_the_node_keeps_serving() {
             .expect_err("a FIFO is not a volume");
         assert_eq!(err.code(), Code::Internal, "{err:?}");
         assert!(
-            err.message().contains("open /data/fifo: ")
-                && !err.message().contains("succeeded"),
+            err.message().contains("open /data/fifo: ") && !err.message().contains("succeeded"),
             "{err:?}"
         );
     }

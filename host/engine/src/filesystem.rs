@@ -125,9 +125,7 @@ async fn open_at(
     }
     let directory = oflags.contains(OpenFlags::DIRECTORY);
     if directory
-        && (create
-            || oflags.contains(OpenFlags::EXCLUSIVE)
-            || oflags.contains(OpenFlags::TRUNCATE))
+        && (create || oflags.contains(OpenFlags::EXCLUSIVE) || oflags.contains(OpenFlags::TRUNCATE))
     {
         return Ok(Err(ErrorCode::Invalid));
     }

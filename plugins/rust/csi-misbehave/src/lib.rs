@@ -77,7 +77,11 @@ fn hoard() -> StringMap {
     let mut error = String::new();
     for i in 0..HOARD_FILES {
         let path = format!("/data/hoard-{}", held_before + i);
-        match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
             Ok(f) => {
                 HOARD.with(|h| h.borrow_mut().push(f));
                 opened += 1;
