@@ -525,7 +525,7 @@ impl Daemon {
              [cni]\nsocket = \"{{d}}/cni.sock\"\nqueue_dir = \"{{d}}/queue\"\ndefault_plugin = \"bridge\"\n\
              [csi]\ndriver = \"{TEST_DRIVER}\"\nplugin = \"hostpath\"\nsocket = \"{{d}}/csi.sock\"\n\
              registration_dir = \"{{d}}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\n\
-             [plugins.bridge]\npath = \"{b}\"\n\
+             [plugins.bridge]\npath = \"{b}\"\nbridges = [\"wgbr0\"]\n\
              [plugins.hostpath]\nworld = \"storage\"\npath = \"{h}\"\n{plugin_extra}\n",
             b = plugin("bridge-ipam").display(),
             h = path.display(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use wasmgate_tests::csi::{self, Csi, pb};
-use wasmgate_tests::{Daemon, TEST_NODE, plugin};
+use wasmgate_tests::{CniOutput, Daemon, Pod, TEST_NODE, plugin};
 
 /// Drops a successful reply, so replies of different types compare as one.
 fn ok<T>(_: T) {}
@@ -569,4 +569,139 @@ async fn capabilities_are_the_drivers_own() {
         caps.node,
         [pb::node_service_capability::rpc::Type::StageUnstageVolume as i32]
     );
+}
+
+/// How many descriptors the daemon has open, from `/proc`.
+fn open_fds(d: &Daemon) -> usize {
+    let pid = d.pid().expect("the daemon runs");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read the daemon's fd dir")
+        .count()
+}
+
+/// A CNI ADD on the daemon's own bridge plugin, from a blocking thread (the shim is a process).
+fn cni_add(d: &Daemon, podcidr: &str) -> tokio::task::JoinHandle<(Pod, CniOutput)> {
+    let conf = d.net_conf("1.1.0", serde_json::json!({ "podcidr": podcidr }));
+    tokio::task::spawn_blocking(move || {
+        let pod = Pod::new();
+        let out = pod.add(&conf);
+        (pod, out)
+    })
+}
+
+/// A driver that opens 25,000 files in one call and keeps them stops at its instance's handle
+/// budget (the guest sees the error, the daemon never nears its fd limit), the instance is not
+/// reused, and CNI still works on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hoarded_files_stop_at_the_budget_and_the_instance_is_dropped() {
+    let d = misbehaving("hoard", "timeout_ms = 30000");
+    let mut c = Csi::connect(&d.csi_socket()).await;
+    still_serves(&mut c).await;
+    let before = open_fds(&d);
+
+    let hoard = |name: &'static str| {
+        let mut c = c.clone();
+        async move {
+            let vol = c
+                .controller
+                .create_volume(csi::create_request(name, 1 << 20))
+                .await
+                .expect("the driver reports what it could open")
+                .into_inner()
+                .volume
+                .expect("a volume");
+            let ctx = vol.volume_context;
+            let count = |k: &str| ctx[k].parse::<usize>().expect("a count");
+            (count("held-before"), count("opened"), ctx["error"].clone())
+        }
+    };
+    let (held_before, opened, error) = hoard("pvc-hoard-1").await;
+    assert_eq!(held_before, 0);
+    assert!(
+        (1..=1024).contains(&opened),
+        "opened {opened} files, beyond the storage budget of 1024 handles ({error})"
+    );
+    assert!(
+        error.starts_with("open /data/hoard-") && !error.contains("Too many open files"),
+        "the guest did not see the budget refuse its open: {error:?}"
+    );
+    assert!(
+        d.log()
+            .contains("the instance holds its budget of 1024 handles"),
+        "the refusal is not logged:\n{}",
+        d.log()
+    );
+    // The hoarding instance is gone with what it held.
+    let after = open_fds(&d);
+    assert!(
+        after < before + 64,
+        "the daemon holds {after} fds after the call, {before} before"
+    );
+
+    let (_pod, out) = cni_add(&d, "10.244.61.0/24").await.unwrap();
+    out.ok();
+
+    // A fresh instance: nothing held from the call before.
+    let (held_before, opened, _) = hoard("pvc-hoard-2").await;
+    assert_eq!(held_before, 0, "the hoarding instance was reused");
+    assert!((1..=1024).contains(&opened), "{opened}");
+    still_serves(&mut c).await;
+}
+
+/// A driver that opens a FIFO (no writer) in its data dir gets a prompt refusal instead of an open
+/// that never returns; while several such calls run (more than the daemon has worker threads),
+/// CNI ADD and other CSI calls on the node still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_in_the_data_dir_is_refused_and_the_node_keeps_serving() {
+    let d = misbehaving("fifo", "timeout_ms = 3000");
+    let fifo = d.dir.join("state/plugins/hostpath/data/fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let mut c = Csi::connect(&d.csi_socket()).await;
+    still_serves(&mut c).await;
+
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let opens: Vec<_> = (0..workers + 2)
+        .map(|i| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                c.controller
+                    .create_volume(csi::create_request(&format!("pvc-fifo-{i}"), 1 << 20))
+                    .await
+            })
+        })
+        .collect();
+
+    // Generous: a refused open answers at once, a stuck daemon never does.
+    let deadline = Duration::from_secs(20);
+    let add = cni_add(&d, "10.244.62.0/24");
+    let (_pod, out) = tokio::time::timeout(deadline, add)
+        .await
+        .expect("CNI ADD answers while the driver opens a FIFO")
+        .unwrap();
+    out.ok();
+    tokio::time::timeout(deadline, still_serves(&mut c))
+        .await
+        .expect("NodeGetInfo answers while the driver opens a FIFO");
+    for h in opens {
+        let err = tokio::time::timeout(deadline, h)
+            .await
+            .expect("the FIFO open ends within the deadline")
+            .unwrap()
+            .expect_err("a FIFO is not a volume");
+        assert_eq!(err.code(), Code::Internal, "{err:?}");
+        assert!(
+            err.message().contains("open /data/fifo: ") && !err.message().contains("succeeded"),
+            "{err:?}"
+        );
+    }
+    assert!(
+        d.log().contains("not a regular file"),
+        "the refusal is not logged:\n{}",
+        d.log()
+    );
+    still_serves(&mut c).await;
 }

@@ -78,6 +78,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     cfg.validate()?;
+    raise_fd_limit(&cfg);
     create_private_dir(&cfg.state_dir).map_err(|source| DaemonError::Io {
         what: "create state dir",
         path: cfg.state_dir.clone(),
@@ -282,6 +283,56 @@ pub async fn run_with(
         let _ = std::fs::remove_file(csi.registration_socket());
     }
     Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one: the daemon holds sockets, netns and mount
+/// descriptors for the whole node, and storage plugins' files besides. Every instance's handles
+/// are bounded ([`wasmgate_engine::World::max_handles`]) and a guest open within
+/// [`wasmgate_engine::FD_RESERVE`] of the limit is refused, so what is left there stays the
+/// daemon's own; this only warns when the budgets could, all together, reach into that reserve.
+fn raise_fd_limit(cfg: &Config) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // Safety: getrlimit and setrlimit read or write only the struct they are given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(
+            "cannot read RLIMIT_NOFILE: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let soft = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            tracing::warn!(
+                soft,
+                hard = lim.rlim_max,
+                "cannot raise RLIMIT_NOFILE: {}",
+                std::io::Error::last_os_error()
+            );
+            lim.rlim_cur = soft;
+        }
+    }
+    tracing::info!(
+        soft = lim.rlim_cur,
+        hard = lim.rlim_max,
+        was = soft,
+        reserve = wasmgate_engine::FD_RESERVE,
+        "open file limit"
+    );
+    let budgets = u64::from(cfg.engine.max_instances)
+        .saturating_mul(wasmgate_engine::World::Storage.max_handles() as u64);
+    if budgets.saturating_add(wasmgate_engine::FD_RESERVE) > lim.rlim_cur {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            "{} instances at their full handle budget could reach the last {} descriptors; guest opens there are refused",
+            cfg.engine.max_instances,
+            wasmgate_engine::FD_RESERVE
+        );
+    }
 }
 
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {

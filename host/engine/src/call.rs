@@ -5,8 +5,11 @@
 //! with the cancelled call. Whatever the guest does, the caller gets a value or a [`CallError`];
 //! the daemon keeps serving.
 //!
-//! Nothing here hops to another thread: on a small node a thread wake-up costs more than most
-//! plugins' work.
+//! Nothing here hops to another thread, with one exception: a storage plugin's filesystem work
+//! (opening its data dir, and each file operation) runs on tokio's blocking pool, so that a
+//! syscall stuck on a hung NFS mount holds a pool thread, not the worker that serves CNI, CSI and
+//! CRI; the call's timeout still fires and the stuck thread is left behind with the dropped
+//! instance. Otherwise, on a small node a thread wake-up costs more than most plugins' work.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +65,8 @@ pub enum CallError {
 pub(crate) struct CallContext {
     pub(crate) plugin: String,
     pub(crate) engine: WasmEngine,
+    /// Handles one instance may hold at once (see [`crate::World::max_handles`]).
+    pub(crate) max_handles: usize,
     pub(crate) kv: Arc<KvStore>,
     pub(crate) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
     pub(crate) limits: Limits,
@@ -128,7 +133,7 @@ where
     let mut warm = match reused {
         Some(w) => w,
         None => {
-            let (mut store, stderr) = new_store(ctx)?;
+            let (mut store, stderr) = new_store(ctx).await?;
             arm(&mut store);
             let instance = match instantiate(&mut store).await {
                 Ok(i) => i,
@@ -149,29 +154,38 @@ where
         .await
         .map_err(Failure::Call);
     let out = settle(ctx, &warm.store, &warm.stderr, out);
-    if out.is_ok() && !ctx.fresh_instances && warm.uses < MAX_USES {
+    if out.is_ok() && !ctx.fresh_instances && warm.uses < MAX_USES && !hoards(ctx, &mut warm.store)
+    {
         idle.put(&ctx.engine, warm);
     }
     out
 }
 
-/// A store for one instance, with what the plugin is granted and nothing else.
-fn new_store(ctx: &CallContext) -> Result<(Store<HostState>, StderrTail), CallError> {
-    let mut wasi = wasmtime_wasi::WasiCtx::builder();
-    // Guest file IO is on the granted data dir only, local and short: done inline it costs less
-    // than the hop to tokio's blocking pool that async WASI would otherwise take per operation.
-    wasi.allow_blocking_current_thread(true);
-    if let Some(dir) = &ctx.data_dir {
-        wasi.preopened_dir(
-            dir,
-            crate::registry::DATA_DIR_GUEST,
-            wasmtime_wasi::FsPerms::ReadWrite,
-        )
-        .map_err(|e| CallError::Instantiate {
-            plugin: ctx.plugin.clone(),
-            message: format!("cannot open granted directory {}: {e:#}", dir.display()),
-        })?;
+/// Whether an instance keeps more handles between calls than a plugin needs (its preopen, its
+/// stdio streams, a cached bucket): one that leaks a few per call, or hoarded up to its budget,
+/// is dropped with them instead of serving the next call.
+fn hoards(ctx: &CallContext, store: &mut Store<HostState>) -> bool {
+    let held = store.data_mut().handles();
+    let hoards = held > ctx.max_handles / IDLE_HANDLE_SHARE;
+    if hoards {
+        tracing::info!(
+            plugin = %ctx.plugin,
+            held,
+            budget = ctx.max_handles,
+            "instance dropped: it keeps {held} handles between calls"
+        );
     }
+    hoards
+}
+
+/// An idle instance may keep at most this fraction of its handle budget.
+const IDLE_HANDLE_SHARE: usize = 4;
+
+/// A store for one instance, with what the plugin is granted and nothing else.
+async fn new_store(ctx: &CallContext) -> Result<(Store<HostState>, StderrTail), CallError> {
+    // WASI keeps its default: every file operation on tokio's blocking pool, never inline on the
+    // caller's worker (`allow_blocking_current_thread`), where one stuck syscall would pin it.
+    let mut wasi = wasmtime_wasi::WasiCtx::builder();
     // Without a grant the guest's stderr goes to a small buffer that only an error report reads:
     // a panicking Rust guest says why there, and that belongs in the CNI error.
     let stderr = StderrTail::new(STDERR_CAPTURE);
@@ -180,12 +194,38 @@ fn new_store(ctx: &CallContext) -> Result<(Store<HostState>, StderrTail), CallEr
     } else {
         wasi.stderr(stderr.clone());
     }
+    let wasi = match &ctx.data_dir {
+        None => wasi.build(),
+        // Opening the granted dir is a syscall on it too: on the pool, under the call's timeout.
+        Some(dir) => {
+            let dir = dir.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                wasi.preopened_dir(
+                    &dir,
+                    crate::registry::DATA_DIR_GUEST,
+                    wasmtime_wasi::FsPerms::ReadWrite,
+                )
+                .map_err(|e| format!("cannot open granted directory {}: {e:#}", dir.display()))?;
+                Ok(wasi.build())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("open granted directory: {e}")));
+            opened.map_err(|message| CallError::Instantiate {
+                plugin: ctx.plugin.clone(),
+                message,
+            })?
+        }
+    };
     let store = HostState::store(
         &ctx.engine.engine,
-        wasi.build(),
+        ctx.plugin.as_str().into(),
+        wasi,
         ctx.config.clone(),
         ctx.kv.clone(),
-        ctx.limits.memory_bytes,
+        crate::host::StoreLimits {
+            memory_bytes: ctx.limits.memory_bytes,
+            max_handles: ctx.max_handles,
+        },
     );
     Ok((store, stderr))
 }

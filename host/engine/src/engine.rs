@@ -198,6 +198,7 @@ fn add_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     // Async WASI: a guest waiting on a clock or a stream suspends its fiber instead of blocking
     // the thread, so its caller's timeout still fires.
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    crate::filesystem::add_to_linker(linker)?;
     wasmtime_wasi_config::add_to_linker(linker, |h| {
         wasmtime_wasi_config::WasiConfig::from(&*h.config)
     })?;

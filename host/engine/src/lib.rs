@@ -11,6 +11,8 @@
 //! - [`inspect`]: which worlds a component fits, and why not; the registry links through it.
 //! - [`call`]: one call on the caller's task, in an idle or new instance, with epoch yields, a memory
 //!   cap and a timeout.
+//! - [`filesystem`]: `open-at` for a storage plugin's data dir: non-blocking, regular files and
+//!   directories only, within the instance's handle budget and the process's fd reserve.
 //! - [`keyvalue`]: the crash-safe `wasi:keyvalue` store each plugin keeps its state in.
 //!
 //! ```no_run
@@ -28,6 +30,7 @@ pub mod bindings;
 pub mod call;
 pub mod engine;
 mod error;
+pub mod filesystem;
 pub mod hook;
 mod host;
 pub mod inspect;
@@ -39,8 +42,9 @@ mod trust;
 pub use call::{CallError, Limits};
 pub use engine::{EngineConfig, WasmEngine};
 pub use error::EngineError;
+pub use filesystem::FD_RESERVE;
 pub use hook::Hook;
-pub use host::HostState;
+pub use host::{HANDLE_HOST_BYTES, HostState};
 pub use registry::{DATA_DIR_GUEST, LoadedPlugin, PluginInfo, PluginSpec, Registry, World};
 pub use trust::check_private_dir;
 pub use wasmtime;

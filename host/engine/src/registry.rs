@@ -63,6 +63,18 @@ impl World {
             World::Runtime => RUNTIME_WORLD,
         }
     }
+
+    /// Handles (open files and directories, streams, pollables, keyvalue buckets) one instance of
+    /// this world may hold at once: network plugins and runtime hooks have no filesystem, a
+    /// storage plugin works in its data dir. Opening past it fails in the guest; an instance that
+    /// keeps more than a quarter of it after a call is not reused. Each handle also counts
+    /// [`crate::HANDLE_HOST_BYTES`] against the plugin's memory limit.
+    pub fn max_handles(self) -> usize {
+        match self {
+            World::Network | World::Runtime => 256,
+            World::Storage => 1024,
+        }
+    }
 }
 
 /// The type-checked entry points of one compiled component.
@@ -214,10 +226,14 @@ impl LoadedPlugin {
     pub async fn warm_instance(&self) -> Result<(Store<HostState>, NetworkPlugin), EngineError> {
         let mut store = HostState::store(
             &self.ctx.engine.engine,
+            self.spec.name.as_str().into(),
             wasmtime_wasi::WasiCtx::builder().build(),
             self.ctx.config.clone(),
             self.ctx.kv.clone(),
-            self.spec.limits.memory_bytes,
+            crate::host::StoreLimits {
+                memory_bytes: self.spec.limits.memory_bytes,
+                max_handles: self.ctx.max_handles,
+            },
         );
         store.set_epoch_deadline(u64::MAX / 2);
         let Pre::Network(pre) = &self.pre else {
@@ -403,6 +419,7 @@ fn build(
     let ctx = CallContext {
         plugin: spec.name.clone(),
         engine,
+        max_handles: spec.world.max_handles(),
         kv,
         config,
         limits: spec.limits,

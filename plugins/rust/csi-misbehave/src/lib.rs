@@ -6,6 +6,10 @@
 //! - `escape`, `dotdot`, `wrong-target`: node stage and publish return a hostile plan (a bind of
 //!   `/etc`, a bind of `/data/../../etc`, or a plan aimed at `/tmp/elsewhere`); everything else
 //!   behaves as `ok`.
+//! - `hoard`: create-volume opens [`HOARD_FILES`] files in `/data` and keeps them open in the
+//!   instance, stopping at the first error, which it reports in the volume context.
+//! - `fifo`: create-volume opens `/data/fifo` for reading (a FIFO the test made, with no writer)
+//!   and fails with whatever the open said.
 //! - `ok` (and anything else): minimal well-behaved answers; stage and publish plan a tmpfs at
 //!   the requested path.
 //!
@@ -54,6 +58,57 @@ fn act(call: &str) -> String {
             }
         }
         _ => mode,
+    }
+}
+
+/// How many files `hoard` tries to keep open: more than a daemon's usual fd limit.
+const HOARD_FILES: usize = 25_000;
+
+thread_local! {
+    /// What `hoard` keeps open: it lives as long as the instance does.
+    static HOARD: std::cell::RefCell<Vec<std::fs::File>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Opens up to [`HOARD_FILES`] files and keeps them; returns the volume context that reports how
+/// many this instance held before, how many it opened now, and the error that stopped it.
+fn hoard() -> StringMap {
+    let held_before = HOARD.with(|h| h.borrow().len());
+    let mut opened = 0;
+    let mut error = String::new();
+    for i in 0..HOARD_FILES {
+        let path = format!("/data/hoard-{}", held_before + i);
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(f) => {
+                HOARD.with(|h| h.borrow_mut().push(f));
+                opened += 1;
+            }
+            Err(e) => {
+                error = format!("open {path}: {e}");
+                break;
+            }
+        }
+    }
+    vec![
+        ("held-before".into(), held_before.to_string()),
+        ("opened".into(), opened.to_string()),
+        ("error".into(), error),
+    ]
+}
+
+/// Opens the FIFO the test made in `/data`; with no writer, a blocking open never returns. The
+/// error says what the open did: the host must refuse it.
+fn open_fifo() -> CsiError {
+    let message = match std::fs::File::open("/data/fifo") {
+        Ok(_) => "open /data/fifo succeeded".to_string(),
+        Err(e) => format!("open /data/fifo: {e}"),
+    };
+    CsiError {
+        code: ErrorCode::Internal,
+        message,
     }
 }
 
@@ -107,11 +162,15 @@ impl ctl::Guest for Plugin {
     }
 
     fn create_volume(req: ctl::CreateVolumeRequest) -> Result<Volume, CsiError> {
-        act("create-volume");
+        let volume_context = match act("create-volume").as_str() {
+            "hoard" => hoard(),
+            "fifo" => return Err(open_fifo()),
+            _ => vec![],
+        };
         Ok(Volume {
             capacity_bytes: req.capacity_range.map_or(0, |r| r.required_bytes),
             volume_id: req.name,
-            volume_context: vec![],
+            volume_context,
             content_source: req.content_source,
             accessible_topology: vec![],
         })
