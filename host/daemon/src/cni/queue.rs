@@ -36,11 +36,12 @@ impl Backoff {
         self.first.saturating_mul(factor).min(self.max)
     }
 
-    /// Whether an entry with these failed attempts (none: never tried) is due at `now_ms`.
+    /// Whether an entry with these failed attempts (none: never tried) is due at `now_ms`. A
+    /// clock that went back past the last attempt makes it due rather than wait out the jump.
     pub fn due(&self, attempts: Option<&Attempts>, now_ms: u64) -> bool {
         attempts.is_none_or(|a| {
             let wait = u64::try_from(self.delay(a.count).as_millis()).unwrap_or(u64::MAX);
-            now_ms >= a.last_ms.saturating_add(wait)
+            now_ms < a.last_ms || now_ms >= a.last_ms.saturating_add(wait)
         })
     }
 }
@@ -273,7 +274,7 @@ mod tests {
         // Capped: even after many failures the next attempt comes within five minutes.
         assert!(!b.due(Some(&failed(40)), 1_000_000 + 299_999));
         assert!(b.due(Some(&failed(40)), 1_000_000 + 300_000));
-        // A clock that went backwards only delays it.
-        assert!(!b.due(Some(&failed(1)), 0));
+        // A clock set back past the last attempt does not hold it back until the clock catches up.
+        assert!(b.due(Some(&failed(9)), 1_000_000 - 1));
     }
 }
