@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wasmgate_tests::{
-    CniOutput, Daemon, PluginEntry, Pod, add_pods, address, cni, host_veth, plugin, with_prev,
+    CniOutput, Daemon, PluginEntry, Pod, add_pods, address, bin, cni, host_veth, plugin, unique,
+    with_prev,
 };
 
 fn daemon() -> Daemon {
@@ -34,6 +35,75 @@ fn queued(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Set-aside files of the queue: `.failed` (a DEL this daemon can never apply) and `.bad` (not a
+/// queued DEL at all).
+fn set_aside(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".failed") || n.ends_with(".bad"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `wasmgate trace --stats`, as JSON with `--json`, as the table otherwise.
+fn trace_stats(d: &Daemon, json: bool) -> String {
+    let mut cmd = std::process::Command::new(bin("wasmgate"));
+    cmd.args(["trace", "--stats", "--admin"])
+        .arg(d.admin_socket());
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The DEL queue part of `wasmgate trace --stats --json`.
+fn queue_stats(d: &Daemon) -> Value {
+    let stats: Value = serde_json::from_str(&trace_stats(d, true)).unwrap();
+    stats["del_queue"].clone()
+}
+
+/// The file name of the queue entry for a DEL of `cid`/eth0 with network config `conf`.
+fn entry_name(cid: &str, conf: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(conf.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{cid}-eth0-{}", &hex[..12])
+}
+
+/// A plugin file that is not there yet, in a directory of its own, and a way to land it there as
+/// a deploy does (write beside, rename into place).
+struct LatePlugin {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl LatePlugin {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("wg-lateq-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("late.wasm");
+        LatePlugin { dir, path }
+    }
+
+    fn land(&self) {
+        let tmp = self.dir.join(".late.wasm.tmp");
+        std::fs::copy(plugin("bridge-ipam"), &tmp).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+}
+
+impl Drop for LatePlugin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Polls `done` every 20 ms until it holds, failing after `timeout`.
@@ -302,4 +372,191 @@ fn kill9_while_a_deferred_teardown_runs() {
         "the kill landed {} a teardown finished",
         if finished { "before" } else { "after" }
     );
+}
+
+/// A DEL queued while the daemon is down, for a plugin whose file is not there when the daemon
+/// starts again (a redeploy under way; the README's plugin-deployed-after-the-daemon case): it
+/// stays queued through the start and the polls, nothing is set aside, and it is applied once
+/// the file lands: the host veth is gone and the address comes back.
+#[test]
+fn a_queued_del_waits_for_a_plugin_that_lands_late() {
+    let late = LatePlugin::new();
+    late.land();
+    let mut d = Daemon::start(vec![PluginEntry::new("late", late.path.clone())]);
+    let conf = d.net_conf(
+        "1.1.0",
+        json!({ "plugin": "late", "podcidr": "10.244.0.0/29" }),
+    );
+    // A /29 holds five pods: with the pool full, a freed address is the only one to hand out.
+    let pods: Vec<(Pod, Value)> = add_pods(&conf, 5);
+    let (victim, result) = &pods[4];
+
+    d.stop();
+    assert_ok_empty(&victim.call("DEL", &with_prev(&conf, result)));
+    assert_eq!(queued(&d.queue_dir()).len(), 1, "the DEL was not queued");
+    std::fs::remove_file(&late.path).unwrap();
+
+    // The start's replay has run by the time the socket answers; give the polls a few rounds.
+    d.spawn();
+    thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        (queued(&d.queue_dir()).len(), set_aside(&d.queue_dir())),
+        (1, vec![]),
+        "a DEL whose plugin is not loaded yet must stay queued: {}",
+        d.log()
+    );
+    assert_eq!(victim.ns.addrs("eth0"), vec![address(result)]);
+    assert!(d.node.has_link(&host_veth(result)));
+
+    late.land();
+    wait_for(
+        "the queued DEL to be applied once its plugin landed",
+        Duration::from_secs(20),
+        || queued(&d.queue_dir()).is_empty(),
+    );
+    assert!(victim.ns.gone("eth0"));
+    assert!(d.node.gone(&host_veth(result)));
+    let leftovers: Vec<_> = std::fs::read_dir(d.queue_dir())
+        .map(|e| e.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "queue dir not empty: {leftovers:?}");
+    let newcomer = Pod::new();
+    let got = address(&newcomer.call("ADD", &conf).ok().json());
+    assert_eq!(got, address(result), "the DEL did not release the address");
+}
+
+/// A DEL that keeps failing shows in `wasmgate trace --stats` (how many wait, how long the
+/// oldest has, its error), and is gone from there once it succeeds.
+#[test]
+fn a_stuck_del_shows_in_trace_stats_until_it_succeeds() {
+    let late = LatePlugin::new();
+    let d = Daemon::start(vec![PluginEntry::new("late", late.path.clone())]);
+    // The shim queues a DEL when nobody answers at its socket (a daemon restarting, say).
+    let conf = d.net_conf(
+        "1.1.0",
+        json!({ "plugin": "late", "socket": d.dir.join("restarting.sock") }),
+    );
+    let queued_at = Instant::now();
+    assert_ok_empty(&cni("DEL", "c-stuck", "", "eth0", &conf));
+    assert_eq!(queued(&d.queue_dir()).len(), 1);
+
+    wait_for(
+        "the stuck DEL to be tried twice",
+        Duration::from_secs(10),
+        || queue_stats(&d)["stuck"][0]["attempts"].as_u64() >= Some(2),
+    );
+    let q = queue_stats(&d);
+    assert_eq!(
+        (&q["queued"], &q["set_aside"]),
+        (&json!(1), &json!(0)),
+        "{q}"
+    );
+    let stuck = &q["stuck"][0];
+    assert_eq!(
+        (&stuck["container_id"], &stuck["ifname"], &stuck["network"]),
+        (&json!("c-stuck"), &json!("eth0"), &json!("my-cni-demo")),
+        "{q}"
+    );
+    let error = stuck["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("late") && error.contains("not loaded"),
+        "{q}"
+    );
+    assert_eq!(q["oldest_queued_ms"], stuck["queued_ms"], "{q}");
+
+    let text = trace_stats(&d, false);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cni DEL queue:"))
+        .unwrap_or_else(|| panic!("no queue line in {text}"));
+    assert!(line.contains(" 1 waiting"), "{text}");
+    let age = line
+        .split("oldest queued ")
+        .nth(1)
+        .and_then(|rest| rest.split("s ago").next())
+        .and_then(|secs| secs.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no age of the oldest in {line:?}"));
+    assert!(
+        age <= queued_at.elapsed().as_secs(),
+        "oldest queued {age}s ago, but it is younger: {text}"
+    );
+    let entry = text
+        .lines()
+        .find(|l| l.contains("c-stuck/eth0"))
+        .unwrap_or_else(|| panic!("no line for the stuck DEL in {text}"));
+    assert!(entry.contains("not loaded"), "{text}");
+
+    late.land();
+    wait_for("the stuck DEL to succeed", Duration::from_secs(20), || {
+        queue_stats(&d)["queued"] == 0
+    });
+    let q = queue_stats(&d);
+    assert_eq!(q["stuck"], json!([]), "{q}");
+    assert_eq!(q["oldest_queued_ms"], Value::Null, "{q}");
+    let text = trace_stats(&d, false);
+    assert!(text.contains("cni DEL queue: 0 waiting"), "{text}");
+    assert!(!text.contains("c-stuck"), "{text}");
+}
+
+/// What can never succeed on this daemon is set aside and counted, and holds nothing up: a file
+/// that is not a queued DEL, and a DEL for a plugin this daemon's config does not declare.
+#[test]
+fn what_can_never_succeed_is_set_aside_and_counted() {
+    let d = daemon();
+    let dead = d.dir.join("restarting.sock");
+    let nosuch = d.net_conf("1.1.0", json!({ "plugin": "nosuch", "socket": dead }));
+    assert_ok_empty(&cni("DEL", "c-nosuch", "", "eth0", &nosuch));
+    std::fs::write(d.queue_dir().join("junk.json"), b"not a queued DEL\n").unwrap();
+    let fine = d.net_conf("1.1.0", json!({ "socket": dead }));
+    assert_ok_empty(&cni("DEL", "c-fine", "", "eth0", &fine));
+
+    wait_for("the queue to settle", Duration::from_secs(10), || {
+        let q = queue_stats(&d);
+        q["queued"] == 0 && q["set_aside"] == 2
+    });
+    let mut aside = set_aside(&d.queue_dir());
+    aside.sort();
+    assert_eq!(
+        aside,
+        [
+            format!("{}.failed", entry_name("c-nosuch", &nosuch)),
+            "junk.json.bad".to_string()
+        ]
+    );
+    assert!(
+        d.log().contains("nosuch"),
+        "the set-aside is not logged: {}",
+        d.log()
+    );
+    let text = trace_stats(&d, false);
+    assert!(text.contains("0 waiting, 2 set aside"), "{text}");
+}
+
+/// A DEL an older version set aside (`.failed`, for any error but 11) is put back and applied at
+/// the next start, since this daemon's config declares its plugin.
+#[test]
+fn an_older_versions_failed_del_is_applied_at_start() {
+    let mut d = daemon();
+    let conf = d.net_conf("1.1.0", json!({}));
+    let pods = add_pods(&conf, 1);
+    let (victim, result) = &pods[0];
+    d.stop();
+    let del_conf = with_prev(&conf, result);
+    assert_ok_empty(&victim.call("DEL", &del_conf));
+    let name = entry_name(&victim.cid, &del_conf);
+    let q = d.queue_dir();
+    std::fs::rename(
+        q.join(format!("{name}.json")),
+        q.join(format!("{name}.failed")),
+    )
+    .unwrap();
+
+    d.spawn();
+    wait_for(
+        "the old set-aside DEL to be applied",
+        Duration::from_secs(10),
+        || queued(&q).is_empty() && set_aside(&q).is_empty(),
+    );
+    assert!(victim.ns.gone("eth0"));
+    assert!(d.node.gone(&host_veth(result)));
 }

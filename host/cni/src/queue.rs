@@ -2,12 +2,15 @@
 //!
 //! A runtime treats a failed DEL as "retry later" at best and "leak it" at worst, and Multus
 //! simply swallows the error. Like Cilium, we instead write the DEL to disk and report success;
-//! the daemon replays the queue ([`DelQueue::list`], then [`DelQueue::remove`] after each
-//! successful replay) when it starts. DEL is idempotent, so replaying one twice is harmless, which
-//! is why a crash between replay and remove is acceptable.
+//! the daemon replays the queue ([`DelQueue::entries`], then [`DelQueue::remove`] after each
+//! successful replay) when it starts and while it runs. DEL is idempotent, so replaying one twice
+//! is harmless, which is why a crash between replay and remove is acceptable.
 //!
 //! Each entry is one [`Request`] line in its own file, named after the attachment so a repeated
-//! DEL for the same attachment and config replaces the earlier one instead of piling up.
+//! DEL for the same attachment and config replaces the earlier one instead of piling up. Beside
+//! an entry the daemon may keep `<name>.retry`, its [`Attempts`] so far. What can never be
+//! applied is set aside, never deleted: `<name>.json.bad` (not a queued DEL at all) and
+//! `<name>.failed` (a DEL the daemon can never apply; see [`DelQueue::set_aside`]).
 
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -17,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::command::Command;
@@ -24,6 +28,8 @@ use crate::wire::{self, Request};
 
 const SUFFIX: &str = ".json";
 const BAD_SUFFIX: &str = ".bad";
+const FAILED_EXT: &str = "failed";
+const RETRY_EXT: &str = "retry";
 const TEMP_PREFIX: &str = ".tmp-";
 /// Keeps file names well under NAME_MAX (255) whatever the container ID is.
 const MAX_ID_LEN: usize = 128;
@@ -31,6 +37,25 @@ const MAX_ID_LEN: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DelQueue {
     dir: PathBuf,
+}
+
+/// One queued DEL, as [`DelQueue::entries`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub request: Request,
+    /// When it was queued (the file's mtime; a repeated DEL renews it).
+    pub queued_at: SystemTime,
+}
+
+/// The daemon's failed attempts at one entry so far, kept beside it so a restart resumes the
+/// backoff and still shows the last error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempts {
+    pub count: u32,
+    /// When the last one ended, in milliseconds since the Unix epoch.
+    pub last_ms: u64,
+    pub last_error: String,
 }
 
 impl DelQueue {
@@ -94,29 +119,15 @@ impl DelQueue {
     /// An entry that does not decode as a DEL request is renamed to `*.bad` and skipped, so one
     /// corrupt file cannot block every later DEL. Entries that vanish or cannot be read while we
     /// list are skipped too and will be seen on the next listing.
-    pub fn list(&self) -> io::Result<Vec<(PathBuf, Request)>> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+    pub fn entries(&self) -> io::Result<Vec<Entry>> {
         let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            if !name.to_str().is_some_and(is_entry_name) {
-                continue;
-            }
-            // symlink_metadata: a symlink in the queue is not ours, never follow it.
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let path = entry.path();
+        for (path, meta) in self.files(is_entry_name)? {
             match read_entry(&path) {
-                Ok(Some(req)) => found.push((meta.modified().unwrap_or(UNIX_EPOCH), path, req)),
+                Ok(Some(request)) => found.push(Entry {
+                    path,
+                    request,
+                    queued_at: meta.modified().unwrap_or(UNIX_EPOCH),
+                }),
                 Ok(None) => {
                     let mut bad = path.clone().into_os_string();
                     bad.push(BAD_SUFFIX);
@@ -125,32 +136,145 @@ impl DelQueue {
                 Err(_) => continue,
             }
         }
-        found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        Ok(found.into_iter().map(|(_, p, r)| (p, r)).collect())
+        found.sort_by(|a, b| (a.queued_at, &a.path).cmp(&(b.queued_at, &b.path)));
+        Ok(found)
+    }
+
+    /// [`DelQueue::entries`] without their times.
+    pub fn list(&self) -> io::Result<Vec<(PathBuf, Request)>> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .map(|e| (e.path, e.request))
+            .collect())
+    }
+
+    /// The regular files of the queue directory whose names pass `want`, with their metadata.
+    fn files(&self, want: impl Fn(&str) -> bool) -> io::Result<Vec<(PathBuf, fs::Metadata)>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if !entry.file_name().to_str().is_some_and(&want) {
+                continue;
+            }
+            // symlink_metadata: a symlink in the queue is not ours, never follow it.
+            match entry.path().symlink_metadata() {
+                Ok(meta) if meta.is_file() => found.push((entry.path(), meta)),
+                _ => continue,
+            }
+        }
+        Ok(found)
     }
 
     /// Deletes an entry; an entry that is already gone is fine. Paths outside the queue
-    /// directory are refused so a bad caller cannot delete arbitrary files.
+    /// directory are refused. Its [`Attempts`] go with it.
     pub fn remove(&self, path: &Path) -> io::Result<()> {
-        if path.parent() != Some(self.dir.as_path()) || path.file_name().is_none() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{} is not an entry of the DEL queue at {}",
-                    path.display(),
-                    self.dir.display()
-                ),
-            ));
+        self.check_inside(path)?;
+        remove_if_there(&path.with_extension(RETRY_EXT))?;
+        remove_if_there(path)
+    }
+
+    /// Moves an entry the daemon can never apply out of the queue, to `<name>.failed`, where it
+    /// is kept for the operator and looked at again by [`DelQueue::failed`] when the daemon
+    /// (re)starts: a config change may have made it applicable.
+    pub fn set_aside(&self, path: &Path) -> io::Result<PathBuf> {
+        self.check_inside(path)?;
+        let failed = path.with_extension(FAILED_EXT);
+        fs::rename(path, &failed)?;
+        remove_if_there(&path.with_extension(RETRY_EXT))?;
+        Ok(failed)
+    }
+
+    /// The entries set aside as `.failed`, each with its request when it still decodes as a DEL.
+    pub fn failed(&self) -> io::Result<Vec<(PathBuf, Option<Request>)>> {
+        let mut found = Vec::new();
+        for (path, _) in self.files(|n| is_set_aside_name(n) && !n.ends_with(BAD_SUFFIX))? {
+            let req = read_entry(&path).ok().flatten();
+            found.push((path, req));
         }
-        match fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
+    /// How many files are set aside, `.failed` and `.bad` alike.
+    pub fn set_aside_count(&self) -> io::Result<usize> {
+        Ok(self.files(is_set_aside_name)?.len())
+    }
+
+    /// Puts a `.failed` entry back in the queue. If the same DEL has been queued again meanwhile,
+    /// that one stands and the set-aside copy is dropped.
+    pub fn restore(&self, failed: &Path) -> io::Result<PathBuf> {
+        self.check_inside(failed)?;
+        let entry = failed.with_extension(SUFFIX.trim_start_matches('.'));
+        if entry.symlink_metadata().is_ok() {
+            fs::remove_file(failed)?;
+        } else {
+            fs::rename(failed, &entry)?;
         }
+        Ok(entry)
+    }
+
+    /// The daemon's failed attempts at an entry so far; none recorded, or unreadable, is none.
+    pub fn attempts(&self, path: &Path) -> Option<Attempts> {
+        let text = fs::read(path.with_extension(RETRY_EXT)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Records the daemon's failed attempts at an entry. Written whole or not at all, but not
+    /// synced: losing it to a crash only restarts that entry's backoff.
+    pub fn record_attempts(&self, path: &Path, attempts: &Attempts) -> io::Result<()> {
+        self.check_inside(path)?;
+        let temp_path = self.dir.join(temp_name());
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp_path)?;
+            serde_json::to_writer(&mut f, attempts)?;
+            fs::rename(&temp_path, path.with_extension(RETRY_EXT))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&temp_path);
+        }
+        written
+    }
+
+    /// Refuses paths outside the queue directory, so a bad caller cannot touch arbitrary files.
+    fn check_inside(&self, path: &Path) -> io::Result<()> {
+        if path.parent() == Some(self.dir.as_path()) && path.file_name().is_some() {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not an entry of the DEL queue at {}",
+                path.display(),
+                self.dir.display()
+            ),
+        ))
+    }
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
 fn is_entry_name(name: &str) -> bool {
     name.ends_with(SUFFIX) && !name.starts_with('.')
+}
+
+fn is_set_aside_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && (name.ends_with(BAD_SUFFIX) || name.ends_with(&format!(".{FAILED_EXT}")))
 }
 
 /// `Ok(None)` for an entry that is present but not a DEL request.
@@ -416,6 +540,63 @@ mod tests {
             io::ErrorKind::InvalidInput
         );
         q.remove(&t.0.join("never-existed.json")).unwrap();
+    }
+
+    #[test]
+    fn attempts_set_aside_and_restore() {
+        let t = TempDir::new("aside");
+        let q = DelQueue::new(&t.0);
+        let req = del("c", "eth0", "{}");
+        let path = q.push(&req).unwrap();
+        assert_eq!(q.attempts(&path), None);
+        let tried = Attempts {
+            count: 3,
+            last_ms: 42,
+            last_error: "plugin late is not loaded".into(),
+        };
+        q.record_attempts(&path, &tried).unwrap();
+        assert_eq!(q.attempts(&path), Some(tried.clone()));
+        assert_eq!(q.list().unwrap(), vec![(path.clone(), req.clone())]);
+
+        let failed = q.set_aside(&path).unwrap();
+        assert_eq!(failed, path.with_extension("failed"));
+        assert!(q.list().unwrap().is_empty());
+        assert_eq!(q.attempts(&path), None, "attempts go with the entry");
+        fs::write(t.0.join("junk.json"), b"junk\n").unwrap();
+        assert!(q.list().unwrap().is_empty());
+        assert_eq!(q.set_aside_count().unwrap(), 2, "a .failed and a .bad");
+        assert_eq!(
+            q.failed().unwrap(),
+            vec![(failed.clone(), Some(req.clone()))]
+        );
+
+        assert_eq!(q.restore(&failed).unwrap(), path);
+        assert_eq!(q.list().unwrap(), vec![(path.clone(), req.clone())]);
+        assert_eq!(q.set_aside_count().unwrap(), 1);
+
+        // Queued again while set aside: the live entry stands, the copy goes.
+        let failed = q.set_aside(&path).unwrap();
+        q.push(&req).unwrap();
+        assert_eq!(q.restore(&failed).unwrap(), path);
+        assert!(!failed.exists());
+        assert_eq!(q.list().unwrap().len(), 1);
+
+        q.record_attempts(&path, &tried).unwrap();
+        q.remove(&path).unwrap();
+        let left: Vec<_> = fs::read_dir(&t.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["junk.json.bad"], "remove takes the attempts too");
+
+        let outside = std::env::temp_dir().join("wasmgate-cni-not-in-queue.json");
+        for refused in [
+            q.set_aside(&outside).unwrap_err(),
+            q.restore(&outside).unwrap_err(),
+            q.record_attempts(&outside, &tried).unwrap_err(),
+        ] {
+            assert_eq!(refused.kind(), io::ErrorKind::InvalidInput);
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The admin socket: list plugins, reload one, read the call counters, follow the call trace.
-//! Also the client the CLI uses.
+//! The admin socket: list plugins, reload one, read the call counters and the DEL queue, follow
+//! the call trace. Also the client the CLI uses.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -13,6 +13,7 @@ use tokio::io::BufReader;
 use tokio::net::UnixListener;
 use wasmgate_engine::{PluginInfo, Registry};
 
+use crate::cni::queue::{DelQueueStats, Replayer};
 use crate::socket::{AcceptBackoff, accept, read_json, write_json};
 use crate::trace::{MethodStats, Trace, TraceLine};
 
@@ -72,6 +73,9 @@ pub enum AdminResponse {
     },
     Stats {
         calls: BTreeMap<String, MethodStats>,
+        /// The CNI DEL queue; none on a node that serves no CNI.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        del_queue: Option<DelQueueStats>,
     },
     Error {
         message: String,
@@ -82,11 +86,16 @@ pub enum AdminResponse {
 /// task and a descriptor for ever.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(listener: UnixListener, registry: Arc<Registry>, trace: Arc<Trace>) {
+pub async fn serve(
+    listener: UnixListener,
+    registry: Arc<Registry>,
+    trace: Arc<Trace>,
+    del_queue: Option<Arc<Replayer>>,
+) {
     let mut backoff = AcceptBackoff::default();
     loop {
         let stream = accept(&listener, &mut backoff, "admin").await;
-        let (registry, trace) = (registry.clone(), trace.clone());
+        let (registry, trace, del_queue) = (registry.clone(), trace.clone(), del_queue.clone());
         tokio::spawn(async move {
             let mut stream = BufReader::new(stream);
             let Ok(request) =
@@ -101,6 +110,7 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>, trace: Arc<T
                 }
                 Ok(Some(Ok(AdminRequest::Stats))) => AdminResponse::Stats {
                     calls: trace.stats(),
+                    del_queue: del_queue.map(|q| q.stats()),
                 },
                 Ok(Some(Ok(AdminRequest::List))) => AdminResponse::Ok {
                     plugins: registry.list(),
@@ -200,8 +210,15 @@ pub fn request(socket: &Path, req: &AdminRequest) -> Result<Vec<PluginInfo>, Cli
 
 /// Call counters per `interface.method`.
 pub fn stats(socket: &Path) -> Result<BTreeMap<String, MethodStats>, ClientError> {
+    Ok(stats_and_queue(socket)?.0)
+}
+
+/// Call counters per `interface.method`, and the CNI DEL queue when the node serves CNI.
+pub fn stats_and_queue(
+    socket: &Path,
+) -> Result<(BTreeMap<String, MethodStats>, Option<DelQueueStats>), ClientError> {
     match reply(socket, &AdminRequest::Stats)? {
-        AdminResponse::Stats { calls } => Ok(calls),
+        AdminResponse::Stats { calls, del_queue } => Ok((calls, del_queue)),
         other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
     }
 }

@@ -245,6 +245,9 @@ pub struct CniSection {
     pub default_plugin: String,
     /// How often the DEL queue is checked while running.
     pub queue_poll_ms: u64,
+    /// The longest a queued DEL that keeps failing waits between attempts: the wait starts at
+    /// `queue_poll_ms` and doubles after each failure up to this. Default 300000 (5 minutes).
+    pub queue_retry_max_ms: u64,
     /// Answer DEL once the pod is cut off (host veth down, IP released, recorded) and let the
     /// kernel destroy the veth behind the reply: destroying a netdev waits for an RCU barrier,
     /// tens of milliseconds that the runtime need not wait for. An ADD that reuses the names
@@ -390,6 +393,7 @@ impl Default for CniSection {
             queue_dir: wasmgate_cni::conf::DEFAULT_QUEUE_DIR.into(),
             default_plugin: "bridge".to_string(),
             queue_poll_ms: 500,
+            queue_retry_max_ms: 300_000,
             deferred_teardown: true,
         }
     }
@@ -400,6 +404,7 @@ pub const MAX_INSTANCES: u32 = 4096;
 pub const MAX_MEMORY_MB: usize = 16 << 10;
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
 pub const QUEUE_POLL_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
+pub const MAX_RETRY_MS: u64 = 86_400_000;
 
 /// Plugin names become file names (`plugins/<name>.redb`, the data dir) and TOML keys.
 fn check_plugin_name(name: &str) -> Result<(), ConfigError> {
@@ -597,6 +602,15 @@ impl Config {
             && !QUEUE_POLL_MS.contains(&cni.queue_poll_ms)
         {
             return out_of("cni.queue_poll_ms", cni.queue_poll_ms, QUEUE_POLL_MS);
+        }
+        if let Some(cni) = &self.cni
+            && !(cni.queue_poll_ms..=MAX_RETRY_MS).contains(&cni.queue_retry_max_ms)
+        {
+            return out_of(
+                "cni.queue_retry_max_ms",
+                cni.queue_retry_max_ms,
+                cni.queue_poll_ms..=MAX_RETRY_MS,
+            );
         }
         Ok(())
     }

@@ -126,6 +126,7 @@ pub async fn run_with(
     };
     // The CNI socket, its service and the DEL queue's poller, when the node serves CNI.
     let mut cni_tasks = Vec::new();
+    let mut del_queue = None;
     if let Some(cni) = &cfg.cni {
         let svc = Arc::new(
             CniService::new(
@@ -146,19 +147,27 @@ pub async fn run_with(
             tracing::info!(finished, "finished teardowns a previous run left");
         }
         // DELs queued while we were down go first: an ADD for the same pod must not overtake them.
-        let queue = DelQueue::new(cni.queue_dir.clone());
-        let replayed = cni::queue::replay(&svc, &queue).await;
+        let poll = Duration::from_millis(cni.queue_poll_ms.max(50));
+        let backoff = cni::queue::Backoff {
+            first: poll,
+            max: Duration::from_millis(cni.queue_retry_max_ms).max(poll),
+        };
+        let replayer = Arc::new(cni::queue::Replayer::new(
+            DelQueue::new(cni.queue_dir.clone()),
+            backoff,
+        ));
+        let replayed = replayer.start(&svc).await;
         if replayed > 0 {
             tracing::info!(replayed, "applied queued DELs");
         }
+        del_queue = Some(replayer.clone());
         let listener =
             socket::bind(&cni.socket, 0o660).map_err(io("bind cni socket", &cni.socket))?;
-        let poll = Duration::from_millis(cni.queue_poll_ms.max(50));
         let poller_svc = svc.clone();
         cni_tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(poll).await;
-                cni::queue::replay(&poller_svc, &queue).await;
+                replayer.poll(&poller_svc).await;
             }
         }));
         cni_tasks.push(tokio::spawn(cni::server::serve(listener, svc)));
@@ -260,7 +269,7 @@ pub async fn run_with(
             }));
         }
     }
-    let admin_task = tokio::spawn(admin::serve(admin_listener, registry, trace));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, registry, trace, del_queue));
     tracing::info!(admin = %cfg.admin.socket.display(), "serving");
 
     shutdown.await;

@@ -162,10 +162,7 @@ impl CniService {
         }
         let conf = wasmgate_cni::conf::parse(req.config.as_bytes(), inv.command)?;
         seen.network = Some(conf.name.clone());
-        let name = conf
-            .plugin
-            .clone()
-            .unwrap_or_else(|| self.default_plugin.clone());
+        let name = self.plugin_name(&conf);
         seen.plugin = Some(name.clone());
         let policy = self
             .policies
@@ -193,6 +190,38 @@ impl CniService {
             Command::Gc => self.gc(call).await,
             Command::Version => unreachable!("answered above"),
         }
+    }
+
+    /// The plugin a network config routes to.
+    fn plugin_name(&self, conf: &NetConf) -> String {
+        conf.plugin
+            .clone()
+            .unwrap_or_else(|| self.default_plugin.clone())
+    }
+
+    /// Why a queued DEL can never succeed on this daemon, if it cannot: it is not a DEL, its
+    /// variables or its network config are invalid, or it routes to a plugin this daemon's config
+    /// does not declare. Only a restart can change any of that (the config is read once), so the
+    /// replay sets such a DEL aside and looks at it again on the next start. Anything else (a
+    /// plugin not loaded yet, one that fails or runs out of time) may succeed later.
+    pub fn never_applies(&self, req: &Request) -> Option<String> {
+        if req.invocation.command != Command::Del {
+            return Some(format!("a queued {} is not a DEL", req.invocation.command));
+        }
+        if let Err(e) = req.invocation.validate() {
+            return Some(e.msg);
+        }
+        let conf = match wasmgate_cni::conf::parse(req.config.as_bytes(), Command::Del) {
+            Ok(conf) => conf,
+            Err(e) => return Some(e.msg),
+        };
+        let name = self.plugin_name(&conf);
+        (!self.policies.contains_key(&name)).then(|| {
+            format!(
+                "network {} routes to plugin {name}, which this daemon's config does not declare",
+                conf.name
+            )
+        })
     }
 
     /// Runs one export, after checking the plugin speaks the call's cniVersion.

@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use wasmgate_daemon::admin::{TraceFilter, follow_trace, stats};
-use wasmgate_daemon::trace::{MethodStats, TraceLine};
+use wasmgate_daemon::admin::{TraceFilter, follow_trace, stats_and_queue};
+use wasmgate_daemon::cni::queue::DelQueueStats;
+use wasmgate_daemon::trace::{MethodStats, TraceLine, now_ms};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,7 +14,7 @@ pub struct Args {
     /// Print each line as JSON (the first is `{"kind":"subscribed"}`).
     #[arg(long)]
     json: bool,
-    /// Print the call counters once instead of following the trace.
+    /// Print the call counters and the CNI DEL queue once instead of following the trace.
     #[arg(long)]
     stats: bool,
     /// Only calls of this interface: cni, csi or cri.
@@ -32,12 +33,21 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.stats {
-        let calls = stats(&args.admin).context("wasmgate trace --stats")?;
+        let (calls, queue) = stats_and_queue(&args.admin).context("wasmgate trace --stats")?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&calls)?);
+            // The counters keyed by `interface.method` as ever; the queue beside them under a
+            // key that no method name can take.
+            let mut out = serde_json::to_value(&calls)?;
+            if let (Some(q), Some(map)) = (&queue, out.as_object_mut()) {
+                map.insert("del_queue".into(), serde_json::to_value(q)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(());
         }
         print!("{}", stats_table(&calls));
+        if let Some(q) = &queue {
+            print!("\n{}", queue_lines(q, now_ms()));
+        }
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
@@ -102,6 +112,58 @@ fn stats_table(calls: &BTreeMap<String, MethodStats>) -> String {
         ));
     }
     out
+}
+
+/// Stuck DELs listed one a line before the rest are only counted.
+const STUCK_SHOWN: usize = 20;
+
+/// The DEL queue: a summary line, then a line per DEL that has failed, with its last error.
+fn queue_lines(q: &DelQueueStats, now_ms: u64) -> String {
+    let mut out = format!("cni DEL queue: {} waiting", q.queued);
+    if let Some(oldest) = q.oldest_queued_ms {
+        out.push_str(&format!(
+            ", oldest queued {} ago",
+            age(now_ms.saturating_sub(oldest))
+        ));
+    }
+    out.push_str(&format!(", {} set aside", q.set_aside));
+    if q.set_aside > 0 {
+        out.push_str(" (*.failed, *.bad)");
+    }
+    out.push_str(&format!(" in {}\n", q.dir.display()));
+    for s in q.stuck.iter().take(STUCK_SHOWN) {
+        let next = match s.next_attempt_ms.checked_sub(now_ms) {
+            // Rounded up: "next in 0s" would read as "now".
+            Some(wait) if wait > 0 => format!("next in {}", age(wait.div_ceil(1000) * 1000)),
+            _ => "due".to_string(),
+        };
+        out.push_str(&format!(
+            "  {}/{} {}: queued {} ago, {} attempts, {next}: {}\n",
+            s.container_id,
+            s.ifname,
+            s.network.as_deref().unwrap_or("-"),
+            age(now_ms.saturating_sub(s.queued_ms)),
+            s.attempts,
+            s.last_error,
+        ));
+    }
+    if q.stuck.len() > STUCK_SHOWN {
+        out.push_str(&format!(
+            "  ... and {} more failing\n",
+            q.stuck.len() - STUCK_SHOWN
+        ));
+    }
+    out
+}
+
+/// `42s`, `3m07s`, `2h05m`: whole seconds are enough for something that waits.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
 }
 
 /// Which plugin version served the call, when one did (CRI calls are served by the runtime).
@@ -196,6 +258,46 @@ mod tests {
         assert_eq!(
             fields(lines[3]),
             ["csi.ControllerGetCapabilities", "12", "0", "100"]
+        );
+    }
+
+    #[test]
+    fn the_queue_is_a_summary_then_a_line_per_failing_del() {
+        use wasmgate_daemon::cni::queue::{DelQueueStats, StuckDel};
+        let now = 10_000_000;
+        let stuck = |cid: &str, queued_ms, next_attempt_ms| StuckDel {
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            network: Some("my-cni-demo".into()),
+            queued_ms,
+            attempts: 4,
+            last_error: "code 50: plugin late is not loaded".into(),
+            next_attempt_ms,
+        };
+        let q = DelQueueStats {
+            dir: "/var/lib/wasmgate/cni-del-queue".into(),
+            queued: 3,
+            oldest_queued_ms: Some(now - 185_000),
+            set_aside: 1,
+            stuck: vec![
+                stuck("c1", now - 185_000, now + 4_200),
+                stuck("c2", now - 7_200_000, now - 1),
+            ],
+        };
+        assert_eq!(
+            super::queue_lines(&q, now),
+            "cni DEL queue: 3 waiting, oldest queued 3m05s ago, 1 set aside (*.failed, *.bad) \
+             in /var/lib/wasmgate/cni-del-queue\n  \
+             c1/eth0 my-cni-demo: queued 3m05s ago, 4 attempts, next in 5s: code 50: plugin late is not loaded\n  \
+             c2/eth0 my-cni-demo: queued 2h00m ago, 4 attempts, due: code 50: plugin late is not loaded\n"
+        );
+        let empty = DelQueueStats {
+            dir: "/q".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            super::queue_lines(&empty, now),
+            "cni DEL queue: 0 waiting, 0 set aside in /q\n"
         );
     }
 
