@@ -522,9 +522,10 @@ impl CniService {
     }
 }
 
-/// Refuses a `CNI_NETNS` that is relative or the host's own namespace, for every command that
-/// takes one; the effects check the namespace they open again. A DEL may name a namespace that
-/// is gone, as the spec demands, since it never enters it.
+/// Refuses a `CNI_NETNS` that is relative or the host's own namespace, or that cannot be opened,
+/// for every command that takes one, before the plugin runs. One that does not exist passes
+/// here: a DEL may name a namespace that is gone, as the spec demands (DEL never enters it), and
+/// ADD and CHECK fail where the effects open it, which also check again what they opened.
 fn check_netns(inv: &wasmgate_cni::env::Invocation) -> Result<(), ServiceError> {
     if inv.netns.is_empty() || !matches!(inv.command, Command::Add | Command::Check | Command::Del)
     {
@@ -532,7 +533,9 @@ fn check_netns(inv: &wasmgate_cni::env::Invocation) -> Result<(), ServiceError> 
     }
     match open_pod_netns(&inv.netns) {
         Ok(_) => Ok(()),
-        Err(EffectError::Netns { .. }) if inv.command == Command::Del => Ok(()),
+        Err(EffectError::Netns { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
         Err(e) => {
             tracing::warn!(command = %inv.command, netns = %inv.netns, "refused CNI_NETNS: {e}");
             Err(e.into())
