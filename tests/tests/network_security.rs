@@ -60,8 +60,15 @@ fn a_bridge_address_wider_than_the_grant_is_refused() {
         assert!(!d.node.has_link(&veth), "{wide}: the host veth was built");
         assert!(!pod.ns.has_link("eth0"), "{wide}: the pod was plumbed");
         let routes = d.node.ip(&["route", "show"]);
-        assert!(!routes.contains("128.0.0.0/1") && !routes.contains("10.0.0.0/7"), "{routes}");
-        assert!(d.node.addrs("wgbr0").is_empty(), "{wide}: {:?}", d.node.addrs("wgbr0"));
+        assert!(
+            !routes.contains("128.0.0.0/1") && !routes.contains("10.0.0.0/7"),
+            "{routes}"
+        );
+        assert!(
+            d.node.addrs("wgbr0").is_empty(),
+            "{wide}: {:?}",
+            d.node.addrs("wgbr0")
+        );
     }
 
     // The example plugin refuses such a podcidr itself, before the host sees a plan.
@@ -74,7 +81,11 @@ fn a_bridge_address_wider_than_the_grant_is_refused() {
     // One it accepts but the host has not granted: refused by the host.
     let pod = Pod::new();
     let out = pod.add(&d.net_conf("1.1.0", json!({ "podcidr": "172.16.0.0/24" })));
-    refused(&out, 103, &["outside the plugin's pod_cidrs grant [10.0.0.0/8]"]);
+    refused(
+        &out,
+        103,
+        &["outside the plugin's pod_cidrs grant [10.0.0.0/8]"],
+    );
     assert!(!pod.ns.has_link("eth0"));
 }
 
@@ -82,10 +93,12 @@ fn a_bridge_address_wider_than_the_grant_is_refused() {
 #[test]
 fn a_pod_address_that_is_the_nodes_gateway_is_refused() {
     let d = Daemon::start(vec![bridge()]);
-    d.node.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
+    d.node
+        .ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
     d.node.ip(&["addr", "add", "192.168.77.2/24", "dev", "up0"]);
     d.node.ip(&["link", "set", "up0", "up"]);
-    d.node.ip(&["route", "add", "default", "via", "192.168.77.1"]);
+    d.node
+        .ip(&["route", "add", "default", "via", "192.168.77.1"]);
     let gateway_route = || d.node.ip(&["route", "get", "192.168.77.1"]);
     assert!(gateway_route().contains("dev up0"), "{}", gateway_route());
 
@@ -137,11 +150,23 @@ fn host_routes_with_a_foreign_table_gateway_or_metric_are_refused() {
         })
     };
     let cases = [
-        (json!({ "dst": "10.78.0.5/32", "table": 100 }), "names table 100"),
-        (json!({ "dst": "10.78.0.5/32", "gw": "10.78.0.9" }), "has gateway \"10.78.0.9\""),
-        (json!({ "dst": "10.78.0.5/32", "priority": 1 }), "sets metric 1"),
+        (
+            json!({ "dst": "10.78.0.5/32", "table": 100 }),
+            "names table 100",
+        ),
+        (
+            json!({ "dst": "10.78.0.5/32", "gw": "10.78.0.9" }),
+            "has gateway \"10.78.0.9\"",
+        ),
+        (
+            json!({ "dst": "10.78.0.5/32", "priority": 1 }),
+            "sets metric 1",
+        ),
         (json!({ "dst": "10.78.0.5/32", "scope": 0 }), "has scope 0"),
-        (json!({ "dst": "10.96.0.10/32" }), "is not one of the pod's own addresses"),
+        (
+            json!({ "dst": "10.96.0.10/32" }),
+            "is not one of the pod's own addresses",
+        ),
     ];
     for (route, want) in cases {
         let (pod, veth) = (Pod::new(), unique("wgs"));
@@ -159,7 +184,11 @@ fn host_routes_with_a_foreign_table_gateway_or_metric_are_refused() {
         "host_routes": [{ "dst": "169.254.169.254/32" }],
     });
     let out = pod.add(&plan_conf(&d, metadata, json!({})));
-    refused(&out, 103, &["container address \"169.254.169.254/32\" is outside"]);
+    refused(
+        &out,
+        103,
+        &["container address \"169.254.169.254/32\" is outside"],
+    );
     assert!(!d.node.has_link(&veth));
 
     // The same route in the main table, with nothing else, is built and removed.
@@ -184,20 +213,34 @@ fn a_result_that_disagrees_with_the_plan_is_refused() {
             "container_addresses": ["10.79.0.5/24"],
         })
     };
-    for lie in [json!(["10.96.0.10/24"]), json!(["10.79.0.5/24", "10.79.0.6/24"])] {
+    for lie in [
+        json!(["10.96.0.10/24"]),
+        json!(["10.79.0.5/24", "10.79.0.6/24"]),
+    ] {
         let (pod, veth) = (Pod::new(), unique("wgs"));
         let out = pod.add(&plan_conf(&d, plan(&veth), json!({ "result_ips": lie })));
-        refused(&out, 103, &["result ip", "is not one of the container addresses"]);
+        refused(
+            &out,
+            103,
+            &["result ip", "is not one of the container addresses"],
+        );
         assert!(!d.node.has_link(&veth), "{lie}: the host veth was built");
         assert!(!pod.ns.has_link("eth0"));
     }
     let (pod, veth) = (Pod::new(), unique("wgs"));
-    let out = pod.add(&plan_conf(&d, plan(&veth), json!({ "result_ips": ["10.96.0.10/24"] })));
+    let out = pod.add(&plan_conf(
+        &d,
+        plan(&veth),
+        json!({ "result_ips": ["10.96.0.10/24"] }),
+    ));
     refused(&out, 103, &["\"10.96.0.10/24\""]);
     // The honest result passes.
     let conf = plan_conf(&d, plan(&veth), json!({}));
     let result = pod.add(&conf).ok().json();
-    assert_eq!(result["ips"], json!([{ "address": "10.79.0.5/24", "interface": 1 }]));
+    assert_eq!(
+        result["ips"],
+        json!([{ "address": "10.79.0.5/24", "interface": 1 }])
+    );
     pod.del(&conf).ok();
 }
 
@@ -290,9 +333,15 @@ fn cni_netns_must_be_a_pod_namespace() {
     let daemon_bind = Bind::new(&format!("/proc/{}/ns/net", d.pid().unwrap()));
     // The node's netns file is a bind of the daemon's own namespace too.
     let mut hosts = vec![
-        ("/proc/self/ns/net".to_string(), "is the daemon's own network namespace"),
+        (
+            "/proc/self/ns/net".to_string(),
+            "is the daemon's own network namespace",
+        ),
         (d.node.path(), "is the daemon's own network namespace"),
-        (daemon_bind.0.display().to_string(), "is the daemon's own network namespace"),
+        (
+            daemon_bind.0.display().to_string(),
+            "is the daemon's own network namespace",
+        ),
     ];
     // Where pid 1's namespace can be looked at (not in every sandbox the tests run in: there
     // opening it fails, and the call is refused with the reason), a bind of it as well.
@@ -300,21 +349,32 @@ fn cni_netns_must_be_a_pod_namespace() {
     if std::fs::metadata("/proc/1/ns/net").is_ok() {
         pid1_bind = Bind::new("/proc/1/ns/net");
         hosts.push(("/proc/1/ns/net".into(), "is the network namespace of pid 1"));
-        hosts.push((pid1_bind.0.display().to_string(), "is the network namespace of pid 1"));
+        hosts.push((
+            pid1_bind.0.display().to_string(),
+            "is the network namespace of pid 1",
+        ));
     } else {
         hosts.push(("/proc/1/ns/net".into(), "Permission denied"));
     }
     let ifname = unique("wgq");
     for (netns, why) in &hosts {
         for command in ["ADD", "CHECK", "DEL"] {
-            let conf = if command == "CHECK" { with_prev(&conf, &prev) } else { conf.clone() };
+            let conf = if command == "CHECK" {
+                with_prev(&conf, &prev)
+            } else {
+                conf.clone()
+            };
             let out = cni(command, &unique("c"), netns, &ifname, &conf);
             refused(&out, 4, &[&format!("netns {netns:?}"), why]);
         }
         assert!(!d.node.has_link(&ifname), "{netns}: plumbed into the node");
     }
     for command in [Command::Add, Command::Check, Command::Del] {
-        let conf = if command == Command::Check { with_prev(&conf, &prev) } else { conf.clone() };
+        let conf = if command == Command::Check {
+            with_prev(&conf, &prev)
+        } else {
+            conf.clone()
+        };
         let reply = raw(&d, command, "/proc/self/ns/net", conf.clone());
         assert_eq!(reply["error"]["code"], 4, "{command}: {reply}");
         let msg = reply["error"]["msg"].as_str().unwrap();
@@ -325,12 +385,24 @@ fn cni_netns_must_be_a_pod_namespace() {
     // the shim (resolved against the daemon's working directory, `proc/1/ns/net` from `/` would
     // be pid 1's namespace).
     for command in ["ADD", "CHECK", "DEL"] {
-        let conf = if command == "CHECK" { with_prev(&conf, &prev) } else { conf.clone() };
+        let conf = if command == "CHECK" {
+            with_prev(&conf, &prev)
+        } else {
+            conf.clone()
+        };
         let out = cni(command, &unique("c"), "proc/1/ns/net", "eth0", &conf);
-        refused(&out, 4, &["CNI_NETNS \"proc/1/ns/net\"", "must be an absolute path"]);
+        refused(
+            &out,
+            4,
+            &["CNI_NETNS \"proc/1/ns/net\"", "must be an absolute path"],
+        );
     }
     for command in [Command::Add, Command::Check, Command::Del] {
-        let conf = if command == Command::Check { with_prev(&conf, &prev) } else { conf.clone() };
+        let conf = if command == Command::Check {
+            with_prev(&conf, &prev)
+        } else {
+            conf.clone()
+        };
         let reply = raw(&d, command, "proc/1/ns/net", conf);
         assert_eq!(reply["error"]["code"], 4, "{command}: {reply}");
         let msg = reply["error"]["msg"].as_str().unwrap();

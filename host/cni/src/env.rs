@@ -488,7 +488,10 @@ mod tests {
             "CNI_NETNS \"/a\\0b\" is invalid: must not contain NUL"
         );
         for command in ["ADD", "CHECK", "DEL"] {
-            let e = err(&add_env(&[(CNI_COMMAND, command), (CNI_NETNS, "proc/1/ns/net")]));
+            let e = err(&add_env(&[
+                (CNI_COMMAND, command),
+                (CNI_NETNS, "proc/1/ns/net"),
+            ]));
             assert_eq!(
                 (e.code, e.msg.as_str()),
                 (
@@ -502,7 +505,13 @@ mod tests {
             netns: "./pod".into(),
             ..from_env(env(&add_env(&[]))).unwrap()
         };
-        assert!(relative.validate().unwrap_err().msg.contains("must be an absolute path"));
+        assert!(
+            relative
+                .validate()
+                .unwrap_err()
+                .msg
+                .contains("must be an absolute path")
+        );
     }
 
     #[test]

@@ -617,7 +617,10 @@ fn parse_grant(cidr: &str) -> Result<ipnet::IpNet, String> {
         .parse()
         .map_err(|_| "is not a CIDR (want e.g. \"10.240.0.0/16\")".to_string())?;
     if net.trunc() != net {
-        return Err(format!("has host bits set (the network is {})", net.trunc()));
+        return Err(format!(
+            "has host bits set (the network is {})",
+            net.trunc()
+        ));
     }
     if net.prefix_len() < MIN_GRANT_PREFIX {
         return Err(format!(
@@ -637,9 +640,7 @@ fn parse_grant(cidr: &str) -> Result<ipnet::IpNet, String> {
     for reserved in RESERVED {
         let reserved: ipnet::IpNet = reserved.parse().expect("a valid reserved range");
         if net.contains(&reserved.network()) || reserved.contains(&net.network()) {
-            return Err(format!(
-                "overlaps {reserved}, which holds no pod addresses"
-            ));
+            return Err(format!("overlaps {reserved}, which holds no pod addresses"));
         }
     }
     Ok(net)
@@ -678,9 +679,15 @@ mod tests {
         assert!(cri_only.cni.is_none() && cri_only.csi.is_none());
         cri_only.validate().unwrap();
         // [cni] present: its plugin must be there.
-        let cfg: Config = toml::from_str("[cni]\n[csi]\nplugin = \"hp\"\n[plugins.hp]\nworld = \"storage\"\npath = \"h.wasm\"\n").unwrap();
+        let cfg: Config = toml::from_str(
+            "[cni]\n[csi]\nplugin = \"hp\"\n[plugins.hp]\nworld = \"storage\"\npath = \"h.wasm\"\n",
+        )
+        .unwrap();
         let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("cni.default_plugin \"bridge\" is not declared"), "{err}");
+        assert!(
+            err.contains("cni.default_plugin \"bridge\" is not declared"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -713,10 +720,16 @@ mod tests {
         let policy = Config::net_policy(&cfg.plugins["x"]);
         assert_eq!(
             policy.pod_cidrs,
-            ["10.240.0.0/16".parse().unwrap(), "fd00:10::/64".parse().unwrap()]
+            [
+                "10.240.0.0/16".parse().unwrap(),
+                "fd00:10::/64".parse().unwrap()
+            ]
         );
         let refused = [
-            (r#"["10.240.0.1/16"]"#, "has host bits set (the network is 10.240.0.0/16)"),
+            (
+                r#"["10.240.0.1/16"]"#,
+                "has host bits set (the network is 10.240.0.0/16)",
+            ),
             (r#"["10.240.0.0"]"#, "is not a CIDR"),
             (r#"["0.0.0.0/0"]"#, "is wider than /8"),
             (r#"["128.0.0.0/1"]"#, "is wider than /8"),
@@ -728,7 +741,10 @@ mod tests {
         ];
         for (grant, want) in refused {
             let err = with(grant).unwrap_err().to_string();
-            assert!(err.contains("plugin x: pod_cidrs") && err.contains(want), "{grant}: {err}");
+            assert!(
+                err.contains("plugin x: pod_cidrs") && err.contains(want),
+                "{grant}: {err}"
+            );
         }
         // No grant is a valid config: that plugin just plumbs nothing.
         let cfg = with("[]").unwrap();

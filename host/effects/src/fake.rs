@@ -46,7 +46,11 @@ impl RecordingFake {
     /// The attachments that exist now (applied and not removed).
     pub fn present(&self) -> Vec<(Target, Attachment)> {
         let state = self.lock();
-        state.present.iter().map(|(t, p, _)| (t.clone(), p.clone())).collect()
+        state
+            .present
+            .iter()
+            .map(|(t, p, _)| (t.clone(), p.clone()))
+            .collect()
     }
 
     /// Makes the next `apply` fail with [`EffectError::Netlink`] carrying `msg`, building nothing.
@@ -98,11 +102,9 @@ impl NetworkEffects for RecordingFake {
         built: Option<&Applied>,
     ) -> Result<(), EffectError> {
         let mut state = self.lock();
-        state.calls.push(Call::Remove(
-            target.clone(),
-            plan.clone(),
-            built.cloned(),
-        ));
+        state
+            .calls
+            .push(Call::Remove(target.clone(), plan.clone(), built.cloned()));
         // As with the kernel: the host veth goes, and its peer with it, only if it is the one
         // recorded (or, with no record, by name); the container netns is never looked into.
         state.present.retain(|(_, p, a)| {
@@ -118,11 +120,9 @@ impl NetworkEffects for RecordingFake {
         built: Option<&Applied>,
     ) -> Result<(), EffectError> {
         let mut state = self.lock();
-        state.calls.push(Call::Detach(
-            target.clone(),
-            plan.clone(),
-            built.cloned(),
-        ));
+        state
+            .calls
+            .push(Call::Detach(target.clone(), plan.clone(), built.cloned()));
         // Down, not gone: the model keeps it present until `remove`.
         Ok(())
     }
@@ -130,7 +130,11 @@ impl NetworkEffects for RecordingFake {
     fn verify(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError> {
         let mut state = self.lock();
         state.calls.push(Call::Verify(target.clone(), plan.clone()));
-        if state.present.iter().any(|(t, p, _)| t == target && p == plan) {
+        if state
+            .present
+            .iter()
+            .any(|(t, p, _)| t == target && p == plan)
+        {
             Ok(())
         } else {
             Err(EffectError::Missing(format!(

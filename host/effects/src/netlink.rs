@@ -235,7 +235,10 @@ fn refuse_host_netns(path: &str, file: &File) -> Result<(), EffectError> {
     use std::os::unix::fs::MetadataExt;
     let opened = file.metadata().map_err(|e| EffectError::netns(path, e))?;
     let hosts = [
-        ("/proc/thread-self/ns/net", "the daemon's own network namespace"),
+        (
+            "/proc/thread-self/ns/net",
+            "the daemon's own network namespace",
+        ),
         ("/proc/self/ns/net", "the daemon's own network namespace"),
         ("/proc/1/ns/net", "the network namespace of pid 1"),
     ];

@@ -109,7 +109,11 @@ pub fn validate(target: &Target, plan: &Attachment, policy: &NetPolicy) -> Resul
 
     let parsed = ParsedPlan::parse(plan)?;
 
-    for (net, text) in parsed.container_addresses.iter().zip(&plan.container_addresses) {
+    for (net, text) in parsed
+        .container_addresses
+        .iter()
+        .zip(&plan.container_addresses)
+    {
         policy.check_granted("container address", text, net.addr())?;
     }
     // A bridge address installs a connected route for its whole prefix on the host: it must not
@@ -191,9 +195,9 @@ pub fn check_result(
 ) -> Result<(), EffectError> {
     for ip in &result.ips {
         let address = ip.address.as_str();
-        let net: IpNet = address.parse().map_err(|_| {
-            denied(format!("result ip {address:?} is not a valid cidr"))
-        })?;
+        let net: IpNet = address
+            .parse()
+            .map_err(|_| denied(format!("result ip {address:?} is not a valid cidr")))?;
         let passed_on = prev.is_some_and(|p| {
             p.ips
                 .iter()
@@ -364,7 +368,10 @@ mod tests {
         NetPolicy {
             allowed_bridges: vec!["cni0".into()],
             host_prefix: Some("wg".into()),
-            pod_cidrs: vec!["10.240.0.0/16".parse().unwrap(), "fd00::/64".parse().unwrap()],
+            pod_cidrs: vec![
+                "10.240.0.0/16".parse().unwrap(),
+                "fd00::/64".parse().unwrap(),
+            ],
         }
     }
 
@@ -508,7 +515,9 @@ mod tests {
         let mut plan = ptp();
         plan.veth.host_addresses = vec!["192.168.122.1/32".into()];
         assert!(
-            denial(&plan).contains("host address \"192.168.122.1/32\" is outside the plugin's pod_cidrs grant"),
+            denial(&plan).contains(
+                "host address \"192.168.122.1/32\" is outside the plugin's pod_cidrs grant"
+            ),
         );
     }
 
@@ -523,7 +532,10 @@ mod tests {
             denial(&with(|r| r.table = Some(100)))
                 .contains("names table 100: host routes go into the main table (254) only")
         );
-        assert!(denial(&with(|r| r.gw = Some("10.240.0.9".into()))).contains("has gateway \"10.240.0.9\""));
+        assert!(
+            denial(&with(|r| r.gw = Some("10.240.0.9".into())))
+                .contains("has gateway \"10.240.0.9\"")
+        );
         assert!(denial(&with(|r| r.priority = Some(1))).contains("sets metric 1"));
         assert!(denial(&with(|r| r.scope = Some(254))).contains("has scope 254"));
         // The main table and link scope, spelled out, are what the host does anyway.
@@ -567,22 +579,34 @@ mod tests {
     #[test]
     fn the_reported_result_must_agree_with_the_plan() {
         let (t, plan) = (target(), ptp());
-        check_result(&t, Some(&plan), &result_for(&[("10.240.0.5/24", Some(1))]), None).unwrap();
+        check_result(
+            &t,
+            Some(&plan),
+            &result_for(&[("10.240.0.5/24", Some(1))]),
+            None,
+        )
+        .unwrap();
         check_result(&t, Some(&plan), &result_for(&[]), None).unwrap();
 
-        let refused = |plan: Option<&Attachment>, r: CniResult, prev: Option<&CniResult>| {
-            match check_result(&t, plan, &r, prev) {
+        let refused =
+            |plan: Option<&Attachment>, r: CniResult, prev: Option<&CniResult>| match check_result(
+                &t, plan, &r, prev,
+            ) {
                 Err(e @ EffectError::Denied(_)) => e.to_string(),
                 other => panic!("expected a denial, got {other:?}"),
-            }
-        };
+            };
         // Another address, the right address with another prefix, and no plan at all.
         assert_eq!(
             refused(Some(&plan), result_for(&[("10.96.0.10/24", Some(1))]), None),
             "plan denied: result ip \"10.96.0.10/24\" is not one of the container addresses the host builds"
         );
-        assert!(refused(Some(&plan), result_for(&[("10.240.0.5/32", Some(1))]), None).contains("\"10.240.0.5/32\""));
-        assert!(refused(None, result_for(&[("10.240.0.5/24", Some(1))]), None).contains("not one of"));
+        assert!(
+            refused(Some(&plan), result_for(&[("10.240.0.5/32", Some(1))]), None)
+                .contains("\"10.240.0.5/32\"")
+        );
+        assert!(
+            refused(None, result_for(&[("10.240.0.5/24", Some(1))]), None).contains("not one of")
+        );
         // The right address on the host veth, or on no interface.
         for iface in [Some(0), None, Some(7)] {
             assert!(
@@ -591,7 +615,10 @@ mod tests {
                 "{iface:?}"
             );
         }
-        assert!(refused(Some(&plan), result_for(&[("nope", Some(1))]), None).contains("not a valid cidr"));
+        assert!(
+            refused(Some(&plan), result_for(&[("nope", Some(1))]), None)
+                .contains("not a valid cidr")
+        );
 
         // A chained plugin passes on what prevResult carried, whatever interface it was on.
         let prev = result_for(&[("192.168.5.5/24", Some(0))]);

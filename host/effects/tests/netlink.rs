@@ -125,7 +125,10 @@ fn policy() -> NetPolicy {
     NetPolicy {
         allowed_bridges: vec!["wgbr0".into()],
         host_prefix: Some("wg".into()),
-        pod_cidrs: vec!["10.98.0.0/15".parse().unwrap(), "fd99::/16".parse().unwrap()],
+        pod_cidrs: vec![
+            "10.98.0.0/15".parse().unwrap(),
+            "fd99::/16".parse().unwrap(),
+        ],
     }
 }
 
@@ -189,8 +192,12 @@ fn bridged_pods_reach_each_other() {
 
     in_netns(&node.path(), || {
         Netlink.verify(&pa.target(), &plan_a).unwrap();
-        Netlink.remove(&pa.target(), &plan_a, Some(&applied_a)).unwrap();
-        Netlink.remove(&pb.target(), &plan_b, Some(&applied_b)).unwrap();
+        Netlink
+            .remove(&pa.target(), &plan_a, Some(&applied_a))
+            .unwrap();
+        Netlink
+            .remove(&pb.target(), &plan_b, Some(&applied_b))
+            .unwrap();
     });
     // The bridge is shared: it stays.
     assert!(succeeds(&["-n", &node.name, "link", "show", "wgbr0"]));
@@ -239,7 +246,10 @@ fn remove_is_idempotent() {
     let plan = bridged_plan("wgc", 2);
     in_netns(&node.path(), || {
         let built = Netlink.apply(&pod.target(), &plan).unwrap();
-        assert!(built.host_ifindex != 0 && built.container_ifindex != 0, "{built:?}");
+        assert!(
+            built.host_ifindex != 0 && built.container_ifindex != 0,
+            "{built:?}"
+        );
         Netlink.remove(&pod.target(), &plan, Some(&built)).unwrap();
         Netlink.remove(&pod.target(), &plan, Some(&built)).unwrap();
     });
@@ -272,30 +282,43 @@ fn remove_deletes_only_the_veth_recorded_at_add() {
     // The host end is gone (deleted by hand, which took the pod end with it), and the pod's
     // netns now has a bridge with the recorded ifname: nothing the host built is left, so
     // nothing is deleted.
-    let built = in_netns(&node.path(), || Netlink.apply(&pod.target(), &plan).unwrap());
+    let built = in_netns(&node.path(), || {
+        Netlink.apply(&pod.target(), &plan).unwrap()
+    });
     assert!(succeeds(&["-n", &node.name, "link", "del", "wgc2"]));
-    assert!(succeeds(&["-n", &pod.name, "link", "add", "eth0", "type", "bridge"]));
+    assert!(succeeds(&[
+        "-n", &pod.name, "link", "add", "eth0", "type", "bridge"
+    ]));
     in_netns(&node.path(), || {
         Netlink.remove(&pod.target(), &plan, Some(&built)).unwrap();
         Netlink.remove(&pod.target(), &plan, None).unwrap();
         Netlink.detach(&pod.target(), &plan, Some(&built)).unwrap();
     });
-    assert!(succeeds(&["-n", &pod.name, "link", "show", "eth0", "type", "bridge"]));
+    assert!(succeeds(&[
+        "-n", &pod.name, "link", "show", "eth0", "type", "bridge"
+    ]));
     assert!(succeeds(&["-n", &pod.name, "link", "del", "eth0"]));
 
     // A veth of the same name that is not the one recorded (built again since): left alone.
-    let again = in_netns(&node.path(), || Netlink.apply(&pod.target(), &plan).unwrap());
+    let again = in_netns(&node.path(), || {
+        Netlink.apply(&pod.target(), &plan).unwrap()
+    });
     assert_ne!(again, built);
     in_netns(&node.path(), || {
         Netlink.remove(&pod.target(), &plan, Some(&built)).unwrap();
         Netlink.detach(&pod.target(), &plan, Some(&built)).unwrap();
     });
     let link = run(&["-n", &node.name, "-j", "link", "show", "wgc2"]);
-    assert!(link.contains("\"UP\""), "detach of a stale record must not touch it: {link}");
+    assert!(
+        link.contains("\"UP\""),
+        "detach of a stale record must not touch it: {link}"
+    );
     assert!(succeeds(&["-n", &pod.name, "link", "show", "eth0"]));
 
     // Renamed since ADD: found by its recorded ifindex, MAC and peer.
-    assert!(succeeds(&["-n", &node.name, "link", "set", "wgc2", "name", "wgc2x"]));
+    assert!(succeeds(&[
+        "-n", &node.name, "link", "set", "wgc2", "name", "wgc2x"
+    ]));
     in_netns(&node.path(), || {
         Netlink.remove(&pod.target(), &plan, Some(&again)).unwrap()
     });

@@ -283,7 +283,10 @@ pub mod tests {
             (r#"{"podcidr":"10.240.0.0/31"}"#, "podcidr"),
             (r#"{"podcidr":"0.0.0.0/0"}"#, "podcidr"),
             (r#"{"podcidr":"128.0.0.0/1"}"#, "podcidr"),
-            (r#"{"podcidr":"128.0.0.0/1","gateway":"128.0.0.1"}"#, "podcidr"),
+            (
+                r#"{"podcidr":"128.0.0.0/1","gateway":"128.0.0.1"}"#,
+                "podcidr",
+            ),
             (
                 r#"{"podcidr":"10.240.0.0/24","gateway":"10.241.0.1"}"#,
                 "gateway",

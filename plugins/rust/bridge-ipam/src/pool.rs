@@ -233,7 +233,10 @@ mod tests {
         for wide in ["0.0.0.0/0", "128.0.0.0/1", "10.0.0.0/7"] {
             let (net, prefix) = parse_cidr(wide).unwrap();
             let e = Pool::new(net, prefix, None).unwrap_err();
-            assert!(e.contains("is too wide: the prefix must be at least /8"), "{e}");
+            assert!(
+                e.contains("is too wide: the prefix must be at least /8"),
+                "{e}"
+            );
         }
     }
 }

@@ -144,7 +144,12 @@ fn planned(raw: &str, call: &Invocation) -> Result<AddOutcome, CniError> {
         .ok_or_else(|| bad("mode plan needs a plan object".into()))?;
     let strings = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).map(|n| n as u32);
@@ -176,11 +181,14 @@ fn planned(raw: &str, call: &Invocation) -> Result<AddOutcome, CniError> {
             mtu: None,
             host_addresses: strings(veth.get("host_addresses")),
         },
-        bridge: plan.get("bridge").filter(|b| b.is_object()).map(|b| Bridge {
-            name: b.get("name").and_then(Value::as_str).unwrap_or("").into(),
-            addresses: strings(b.get("addresses")),
-            mtu: None,
-        }),
+        bridge: plan
+            .get("bridge")
+            .filter(|b| b.is_object())
+            .map(|b| Bridge {
+                name: b.get("name").and_then(Value::as_str).unwrap_or("").into(),
+                addresses: strings(b.get("addresses")),
+                mtu: None,
+            }),
         container_addresses: strings(plan.get("container_addresses")),
         container_routes: routes(plan.get("container_routes")),
         host_routes: routes(plan.get("host_routes")),
