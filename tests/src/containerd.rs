@@ -691,11 +691,12 @@ impl Daemon {
             "state_dir = \"{d}/state\"\n[engine]\ncache_dir = \"{c}\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
              [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"{n}\"\nqueue_poll_ms = 100\n\
              [cri]\nsocket = \"{d}/cri.sock\"\nupstream = \"unix://{u}\"\nhooks = [{h}]\n\
-             [plugins.{n}]\npath = \"{p}\"\nbridges = [\"wgbr0\"]\n{x}\n",
+             [plugins.{n}]\npath = \"{p}\"\nbridges = [\"wgbr0\"]\n{g}{x}\n",
             d = dir.display(),
             c = crate::shared_cache().display(),
             n = network.name,
             p = network.path.display(),
+            g = network.grant(),
             x = network.extra,
             u = upstream.display(),
             h = names.join(", "),

@@ -342,7 +342,20 @@ impl PluginEntry {
         self.extra.push('\n');
         self
     }
+
+    /// The `pod_cidrs` line: [`TEST_POD_CIDRS`] unless `extra` sets its own grant.
+    pub fn grant(&self) -> String {
+        if self.extra.contains("pod_cidrs") {
+            String::new()
+        } else {
+            format!("pod_cidrs = [\"{TEST_POD_CIDRS}\"]\n")
+        }
+    }
 }
+
+/// The grant test daemons give their network plugins: every pod network the tests use lies in
+/// it, and the daemon runs in its own node netns, so nothing of the machine's is reachable.
+pub const TEST_POD_CIDRS: &str = "10.0.0.0/8";
 
 /// The output of one shim run.
 #[derive(Debug)]
@@ -489,9 +502,10 @@ impl Daemon {
         );
         for p in &plugins {
             toml.push_str(&format!(
-                "[plugins.{}]\npath = \"{}\"\nbridges = [\"wgbr0\"]\n{}",
+                "[plugins.{}]\npath = \"{}\"\nbridges = [\"wgbr0\"]\n{}{}",
                 p.name,
                 p.path.display(),
+                p.grant(),
                 p.extra
             ));
         }
@@ -843,7 +857,7 @@ impl Daemon {
             "state_dir = \"{d}/state\"\n[engine]\ncache_dir = \"{c}\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
              [cni]\nsocket = \"{d}/cni.sock\"\nqueue_dir = \"{d}/queue\"\ndefault_plugin = \"bridge\"\nqueue_poll_ms = 100\n\
              [cri]\nsocket = \"{d}/cri.sock\"\nupstream = \"builtin\"\nhooks = [{h}]\n\
-             [plugins.bridge]\npath = \"{b}\"\nbridges = [\"wgbr0\"]\nconfig = {{ bridge = \"wgbr0\" }}\n",
+             [plugins.bridge]\npath = \"{b}\"\nbridges = [\"wgbr0\"]\npod_cidrs = [\"{TEST_POD_CIDRS}\"]\nconfig = {{ bridge = \"wgbr0\" }}\n",
             d = dir.display(),
             c = crate::shared_cache().display(),
             h = names.join(", "),

@@ -52,6 +52,7 @@ async fn fixture_with(deferred_teardown: bool) -> Fixture {
             net: NetPolicy {
                 allowed_bridges: vec!["wgbr0".into()],
                 host_prefix: Some("wg".into()),
+                pod_cidrs: vec!["10.9.0.0/16".parse().unwrap()],
             },
         },
     );
@@ -114,7 +115,7 @@ async fn add_applies_the_validated_plan_and_del_removes_it() {
     );
 
     ok(f.svc.handle(request(Command::Del, "c1", json!({}))).await);
-    assert!(matches!(f.fake.calls().last(), Some(Call::Remove(_, p)) if p == plan));
+    assert!(matches!(f.fake.calls().last(), Some(Call::Remove(_, p, Some(_))) if p == plan));
     assert!(f.fake.present().is_empty());
     // DEL again: idempotent, and the host has nothing left to remove.
     ok(f.svc.handle(request(Command::Del, "c1", json!({}))).await);

@@ -246,9 +246,17 @@ fn ifname_problem(name: &str) -> Option<String> {
     }
 }
 
-/// The spec leaves the netns path's form open; we only refuse what no path can contain.
+/// The spec asks for a path to the namespace; a relative one would be resolved against
+/// whichever working directory opens it, which is no way to name a pod. (That it is not the
+/// host's own namespace is checked where it is opened: the daemon.) Empty is a DEL's "none".
 fn netns_problem(netns: &str) -> Option<String> {
-    netns.contains('\0').then(|| "must not contain NUL".into())
+    if netns.contains('\0') {
+        Some("must not contain NUL".into())
+    } else if !netns.is_empty() && !netns.starts_with('/') {
+        Some("must be an absolute path".into())
+    } else {
+        None
+    }
 }
 
 fn path_problem(path: &[String], required: bool) -> Option<String> {
@@ -478,6 +486,31 @@ mod tests {
         assert_eq!(
             e.msg,
             "CNI_NETNS \"/a\\0b\" is invalid: must not contain NUL"
+        );
+        for command in ["ADD", "CHECK", "DEL"] {
+            let e = err(&add_env(&[
+                (CNI_COMMAND, command),
+                (CNI_NETNS, "proc/1/ns/net"),
+            ]));
+            assert_eq!(
+                (e.code, e.msg.as_str()),
+                (
+                    code::INVALID_ENV,
+                    "CNI_NETNS \"proc/1/ns/net\" is invalid: must be an absolute path"
+                ),
+                "{command}"
+            );
+        }
+        let relative = Invocation {
+            netns: "./pod".into(),
+            ..from_env(env(&add_env(&[]))).unwrap()
+        };
+        assert!(
+            relative
+                .validate()
+                .unwrap_err()
+                .msg
+                .contains("must be an absolute path")
         );
     }
 

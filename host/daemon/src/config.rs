@@ -17,6 +17,12 @@ pub const DEFAULT_PLUGIN_PATH: &str =
 /// Where the example CSI driver lands when built from this repository.
 pub const DEFAULT_STORAGE_PLUGIN_PATH: &str =
     "plugins/rust/hostpath-csi/target/wasm32-wasip2/release/hostpath_csi.wasm";
+/// The embedded `bridge` plugin's grant: the README quickstart's `10.240.0.0/24` and the builtin
+/// runtime's default pod network `10.241.0.0/24`, with room for more networks beside them.
+pub const DEFAULT_POD_CIDRS: &str = "10.240.0.0/12";
+/// The shortest prefix a `pod_cidrs` entry may have: wider is no pod network but the node's
+/// whole routing table.
+pub const MIN_GRANT_PREFIX: u8 = 8;
 /// The example driver's name, as kubelet and the CSIDriver object know it.
 pub const DEFAULT_DRIVER: &str = "hostpath.csi.wasmgate.io";
 
@@ -286,6 +292,12 @@ pub struct PluginSection {
     /// Every host-side interface the plugin names must start with this.
     #[serde(default = "default_host_prefix")]
     pub host_prefix: Option<String>,
+    /// Network plugins: the pod CIDRs this plugin may hand out, e.g. `["10.240.0.0/16"]`.
+    /// Container addresses, bridge addresses (at this prefix length or longer), host veth
+    /// addresses and host routes must lie inside them. Default empty: the plugin may plumb
+    /// nothing (the embedded `bridge` plugin is granted [`DEFAULT_POD_CIDRS`]).
+    #[serde(default)]
+    pub pod_cidrs: Vec<String>,
     /// Reload when the file changes.
     #[serde(default = "default_true")]
     pub watch: bool,
@@ -330,6 +342,7 @@ impl Default for Config {
                 config: BTreeMap::new(),
                 bridges: vec!["wgbr0".to_string()],
                 host_prefix: default_host_prefix(),
+                pod_cidrs: vec![DEFAULT_POD_CIDRS.to_string()],
                 watch: true,
                 stderr: false,
                 world: World::Network,
@@ -347,6 +360,7 @@ impl Default for Config {
                 config: BTreeMap::new(),
                 bridges: Vec::new(),
                 host_prefix: None,
+                pod_cidrs: Vec::new(),
                 watch: true,
                 stderr: false,
                 world: World::Storage,
@@ -517,6 +531,16 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "plugin {name}: failure = \"open\" is for runtime hooks; network and storage plugins always fail closed"
                 )));
+            }
+            if !p.pod_cidrs.is_empty() && p.world != World::Network {
+                return Err(ConfigError::Invalid(format!(
+                    "plugin {name}: pod_cidrs is for network plugins"
+                )));
+            }
+            for cidr in &p.pod_cidrs {
+                parse_grant(cidr).map_err(|why| {
+                    ConfigError::Invalid(format!("plugin {name}: pod_cidrs {cidr:?} {why}"))
+                })?;
             }
             if p.memory_mb > self.engine.max_memory_mb {
                 return Err(ConfigError::Invalid(format!(
@@ -708,12 +732,56 @@ impl Config {
             .unwrap_or_else(|| self.state_dir.join("plugins").join(name).join("data"))
     }
 
+    /// The plugin's grant, from a validated config (an entry that does not parse is left out,
+    /// which can only narrow the grant).
     pub fn net_policy(p: &PluginSection) -> NetPolicy {
         NetPolicy {
             allowed_bridges: p.bridges.clone(),
             host_prefix: p.host_prefix.clone(),
+            pod_cidrs: p
+                .pod_cidrs
+                .iter()
+                .filter_map(|c| parse_grant(c).ok())
+                .collect(),
         }
     }
+}
+
+/// One `pod_cidrs` entry: a CIDR without host bits, at least [`MIN_GRANT_PREFIX`] long, that
+/// holds no unspecified, loopback, link-local (the cloud metadata address), multicast or
+/// broadcast address: none of those is a pod's. The error completes "pod_cidrs "<cidr>" ...".
+fn parse_grant(cidr: &str) -> Result<ipnet::IpNet, String> {
+    let net: ipnet::IpNet = cidr
+        .parse()
+        .map_err(|_| "is not a CIDR (want e.g. \"10.240.0.0/16\")".to_string())?;
+    if net.trunc() != net {
+        return Err(format!(
+            "has host bits set (the network is {})",
+            net.trunc()
+        ));
+    }
+    if net.prefix_len() < MIN_GRANT_PREFIX {
+        return Err(format!(
+            "is wider than /{MIN_GRANT_PREFIX}: a grant is a pod network, not the node's routing table"
+        ));
+    }
+    const RESERVED: [&str; 8] = [
+        "0.0.0.0/8",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "224.0.0.0/3",
+        "::/127",
+        "::ffff:0:0/96",
+        "fe80::/10",
+        "ff00::/8",
+    ];
+    for reserved in RESERVED {
+        let reserved: ipnet::IpNet = reserved.parse().expect("a valid reserved range");
+        if net.contains(&reserved.network()) || reserved.contains(&net.network()) {
+            return Err(format!("overlaps {reserved}, which holds no pod addresses"));
+        }
+    }
+    Ok(net)
 }
 
 #[cfg(test)]
@@ -775,6 +843,72 @@ mod tests {
         .unwrap();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("fail closed"), "{err}");
+    }
+
+    #[test]
+    fn pod_cidrs_are_parsed_and_absurd_grants_refused() {
+        let with = |grant: &str| -> Result<Config, ConfigError> {
+            let cfg: Config = toml::from_str(&format!(
+                "[cni]\ndefault_plugin = \"x\"\n[plugins.x]\npath = \"x.wasm\"\npod_cidrs = {grant}\n"
+            ))
+            .unwrap();
+            cfg.validate().map(|()| cfg)
+        };
+        let cfg = with(r#"["10.240.0.0/16", "fd00:10::/64"]"#).unwrap();
+        let policy = Config::net_policy(&cfg.plugins["x"]);
+        assert_eq!(
+            policy.pod_cidrs,
+            [
+                "10.240.0.0/16".parse().unwrap(),
+                "fd00:10::/64".parse().unwrap()
+            ]
+        );
+        let refused = [
+            (
+                r#"["10.240.0.1/16"]"#,
+                "has host bits set (the network is 10.240.0.0/16)",
+            ),
+            (r#"["10.240.0.0"]"#, "is not a CIDR"),
+            (r#"["0.0.0.0/0"]"#, "is wider than /8"),
+            (r#"["128.0.0.0/1"]"#, "is wider than /8"),
+            (r#"["::/0"]"#, "is wider than /8"),
+            (r#"["169.254.0.0/16"]"#, "overlaps 169.254.0.0/16"),
+            (r#"["169.254.169.0/24"]"#, "overlaps 169.254.0.0/16"),
+            (r#"["127.0.0.0/8"]"#, "overlaps 127.0.0.0/8"),
+            (r#"["fe80::/64"]"#, "overlaps fe80::/10"),
+        ];
+        for (grant, want) in refused {
+            let err = with(grant).unwrap_err().to_string();
+            assert!(
+                err.contains("plugin x: pod_cidrs") && err.contains(want),
+                "{grant}: {err}"
+            );
+        }
+        // No grant is a valid config: that plugin just plumbs nothing.
+        let cfg = with("[]").unwrap();
+        assert!(Config::net_policy(&cfg.plugins["x"]).pod_cidrs.is_empty());
+        // Only network plugins take one.
+        let cfg: Config = toml::from_str(
+            "[csi]\nplugin = \"hp\"\n[plugins.hp]\nworld = \"storage\"\npath = \"h.wasm\"\npod_cidrs = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("pod_cidrs is for network plugins"), "{err}");
+    }
+
+    #[test]
+    fn the_embedded_grant_covers_the_default_networks() {
+        let cfg = Config::default();
+        let policy = Config::net_policy(&cfg.plugins["bridge"]);
+        let default_pods = crate::cri::builtin::network::DEFAULT_PODCIDR;
+        for net in ["10.240.0.0/24", default_pods] {
+            let net: ipnet::IpNet = net.parse().unwrap();
+            assert!(
+                policy.pod_cidrs.iter().any(|g| g.contains(&net)),
+                "{net} is not granted: {:?}",
+                policy.pod_cidrs
+            );
+        }
     }
 
     #[test]

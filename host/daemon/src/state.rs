@@ -11,6 +11,7 @@ use redb::{Database, ReadableTable, TableDefinition, TableError};
 use crate::blocking::off_worker;
 use serde::{Deserialize, Serialize};
 use wasmgate_cni::plan::{Attachment, Target};
+use wasmgate_effects::Applied;
 
 const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("cni.attachments");
 /// Attachments whose DEL has been answered but whose interfaces the kernel is still destroying,
@@ -37,6 +38,10 @@ pub struct Record {
     pub plugin: String,
     pub target: Target,
     pub attachment: Attachment,
+    /// What the kernel built (ifindexes and MACs of both veth ends), so that DEL removes that and
+    /// nothing else. Absent until the ADD has built it, and in records of older versions.
+    #[serde(default)]
+    pub built: Option<Applied>,
 }
 
 impl Record {
@@ -97,6 +102,23 @@ impl Records {
         };
         off_worker(|| txn.commit()).map_err(err)?;
         Ok(inserted)
+    }
+
+    /// Stores what the ADD of `rec` built. Not forced to disk: a record that loses it in a crash
+    /// is removed by name, as one written before the build always was.
+    pub fn set_built(&self, rec: &Record) -> Result<(), StateError> {
+        let key = Record::key(&rec.network, &rec.container_id, &rec.target.ifname);
+        let bytes = serde_json::to_vec(rec).map_err(err)?;
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(redb::Durability::Eventual);
+        {
+            let mut t = txn.open_table(ATTACHMENTS).map_err(err)?;
+            // A DEL that raced the ADD has removed the record: do not bring it back.
+            if t.get(key.as_str()).map_err(err)?.is_some() {
+                t.insert(key.as_str(), bytes.as_slice()).map_err(err)?;
+            }
+        }
+        txn.commit().map_err(err)
     }
 
     pub fn remove(&self, key: &str) -> Result<(), StateError> {
@@ -308,7 +330,43 @@ mod tests {
                 container_routes: vec![],
                 host_routes: vec![],
             },
+            built: None,
         }
+    }
+
+    #[test]
+    fn what_was_built_is_kept_and_old_records_still_read() {
+        let dir = std::env::temp_dir().join(format!("wg-state-built-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = Records::open(&dir.join("host.redb")).unwrap();
+        let mut r = rec("n", "c1");
+        assert!(st.insert_new(&r).unwrap());
+        r.built = Some(Applied {
+            host_mac: "02:00:00:00:00:01".into(),
+            container_mac: "06:00:00:00:00:01".into(),
+            host_ifindex: 7,
+            container_ifindex: 2,
+        });
+        st.set_built(&r).unwrap();
+        assert_eq!(st.get("n/c1/eth0").unwrap(), Some(r.clone()));
+        // Once DEL has removed the record, a late set_built does not bring it back.
+        st.remove("n/c1/eth0").unwrap();
+        st.set_built(&r).unwrap();
+        assert_eq!(st.get("n/c1/eth0").unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+
+        // A record written before `built` (and the ifindexes) existed.
+        let old = serde_json::json!({
+            "network": "n", "container_id": "c1", "plugin": "p",
+            "target": {"netns": "/var/run/netns/x", "ifname": "eth0"},
+            "attachment": {"veth": {"host_name": "wgc1"}},
+        });
+        let r: Record = serde_json::from_value(old).unwrap();
+        assert_eq!(r.built, None);
+        let applied: Applied =
+            serde_json::from_str(r#"{"host_mac": "02:00:00:00:00:01", "container_mac": "x"}"#)
+                .unwrap();
+        assert_eq!((applied.host_ifindex, applied.container_ifindex), (0, 0));
     }
 
     #[test]

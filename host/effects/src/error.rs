@@ -26,6 +26,9 @@ pub enum EffectError {
         #[source]
         source: io::Error,
     },
+    /// `CNI_NETNS` names no pod's namespace: a relative path, or the host's own namespace.
+    #[error("netns {path:?} {why}")]
+    NotPodNetns { path: String, why: String },
     /// A netlink request failed; the message says which request and on what.
     #[error("netlink: {0}")]
     Netlink(String),

@@ -14,8 +14,8 @@ use crate::{Applied, EffectError, NetworkEffects};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Apply(Target, Attachment),
-    Remove(Target, Attachment),
-    Detach(Target, Attachment),
+    Remove(Target, Attachment, Option<Applied>),
+    Detach(Target, Attachment, Option<Applied>),
     Verify(Target, Attachment),
 }
 
@@ -28,7 +28,7 @@ pub struct RecordingFake {
 #[derive(Debug, Default)]
 struct State {
     calls: Vec<Call>,
-    present: Vec<(Target, Attachment)>,
+    present: Vec<(Target, Attachment, Applied)>,
     fail_next_apply: Option<String>,
     applied: u32,
 }
@@ -45,7 +45,12 @@ impl RecordingFake {
 
     /// The attachments that exist now (applied and not removed).
     pub fn present(&self) -> Vec<(Target, Attachment)> {
-        self.lock().present.clone()
+        let state = self.lock();
+        state
+            .present
+            .iter()
+            .map(|(t, p, _)| (t.clone(), p.clone()))
+            .collect()
     }
 
     /// Makes the next `apply` fail with [`EffectError::Netlink`] carrying `msg`, building nothing.
@@ -66,7 +71,7 @@ impl NetworkEffects for RecordingFake {
         if let Some(msg) = state.fail_next_apply.take() {
             return Err(EffectError::Netlink(msg));
         }
-        for (t, p) in &state.present {
+        for (t, p, _) in &state.present {
             if p.veth.host_name == plan.veth.host_name {
                 return Err(EffectError::HostInterfaceExists(
                     plan.veth.host_name.clone(),
@@ -76,29 +81,48 @@ impl NetworkEffects for RecordingFake {
                 return Err(EffectError::ContainerInterfaceExists(target.ifname.clone()));
             }
         }
-        state.present.push((target.clone(), plan.clone()));
         state.applied += 1;
         let n = state.applied.to_be_bytes();
-        Ok(Applied {
+        let applied = Applied {
             host_mac: format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", n[0], n[1], n[2], n[3]),
             container_mac: format!("06:00:{:02x}:{:02x}:{:02x}:{:02x}", n[0], n[1], n[2], n[3]),
-        })
+            host_ifindex: 2 * state.applied,
+            container_ifindex: 2 * state.applied + 1,
+        };
+        state
+            .present
+            .push((target.clone(), plan.clone(), applied.clone()));
+        Ok(applied)
     }
 
-    fn remove(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError> {
+    fn remove(
+        &self,
+        target: &Target,
+        plan: &Attachment,
+        built: Option<&Applied>,
+    ) -> Result<(), EffectError> {
         let mut state = self.lock();
-        state.calls.push(Call::Remove(target.clone(), plan.clone()));
-        // As with the kernel: the host veth goes by name, the container side by netns and ifname
-        // (an unknown netns cannot be looked into).
-        state.present.retain(|(t, p)| {
-            p.veth.host_name != plan.veth.host_name && (target.netns.is_empty() || t != target)
+        state
+            .calls
+            .push(Call::Remove(target.clone(), plan.clone(), built.cloned()));
+        // As with the kernel: the host veth goes, and its peer with it, only if it is the one
+        // recorded (or, with no record, by name); the container netns is never looked into.
+        state.present.retain(|(_, p, a)| {
+            p.veth.host_name != plan.veth.host_name || built.is_some_and(|b| b != a)
         });
         Ok(())
     }
 
-    fn detach(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError> {
+    fn detach(
+        &self,
+        target: &Target,
+        plan: &Attachment,
+        built: Option<&Applied>,
+    ) -> Result<(), EffectError> {
         let mut state = self.lock();
-        state.calls.push(Call::Detach(target.clone(), plan.clone()));
+        state
+            .calls
+            .push(Call::Detach(target.clone(), plan.clone(), built.cloned()));
         // Down, not gone: the model keeps it present until `remove`.
         Ok(())
     }
@@ -106,7 +130,11 @@ impl NetworkEffects for RecordingFake {
     fn verify(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError> {
         let mut state = self.lock();
         state.calls.push(Call::Verify(target.clone(), plan.clone()));
-        if state.present.iter().any(|(t, p)| t == target && p == plan) {
+        if state
+            .present
+            .iter()
+            .any(|(t, p, _)| t == target && p == plan)
+        {
             Ok(())
         } else {
             Err(EffectError::Missing(format!(
@@ -147,15 +175,15 @@ mod tests {
     fn records_calls_in_order() {
         let fake = RecordingFake::new();
         let (t, p) = (target("a"), plan("wga"));
-        fake.apply(&t, &p).unwrap();
+        let built = fake.apply(&t, &p).unwrap();
         fake.verify(&t, &p).unwrap();
-        fake.remove(&t, &p).unwrap();
+        fake.remove(&t, &p, Some(&built)).unwrap();
         assert_eq!(
             fake.calls(),
             vec![
                 Call::Apply(t.clone(), p.clone()),
                 Call::Verify(t.clone(), p.clone()),
-                Call::Remove(t, p),
+                Call::Remove(t, p, Some(built)),
             ]
         );
     }
@@ -166,21 +194,34 @@ mod tests {
         let (t, p) = (target("a"), plan("wga"));
         let applied = fake.apply(&t, &p).unwrap();
         assert_ne!(applied.host_mac, applied.container_mac);
-        fake.remove(&t, &p).unwrap();
-        fake.remove(&t, &p).unwrap();
+        fake.remove(&t, &p, Some(&applied)).unwrap();
+        fake.remove(&t, &p, Some(&applied)).unwrap();
         let err = fake.verify(&t, &p).unwrap_err();
         assert!(matches!(err, EffectError::Missing(_)), "{err}");
         assert!(err.to_string().contains("\"eth0\""), "{err}");
         assert!(fake.present().is_empty());
 
-        // Removing with an unknown netns still removes by host veth name.
+        // Removing with an unknown netns, or without a record of what was built, still
+        // removes by host veth name.
         fake.apply(&t, &p).unwrap();
         let unknown = Target {
             netns: String::new(),
             ifname: "eth0".into(),
         };
-        fake.remove(&unknown, &p).unwrap();
+        fake.remove(&unknown, &p, None).unwrap();
         assert!(fake.present().is_empty());
+    }
+
+    #[test]
+    fn remove_leaves_a_veth_it_did_not_record() {
+        let fake = RecordingFake::new();
+        let (t, p) = (target("a"), plan("wga"));
+        let first = fake.apply(&t, &p).unwrap();
+        fake.remove(&t, &p, Some(&first)).unwrap();
+        // The same names built again by someone else: not the veth the record names.
+        fake.apply(&t, &p).unwrap();
+        fake.remove(&t, &p, Some(&first)).unwrap();
+        assert_eq!(fake.present(), vec![(t, p)]);
     }
 
     #[test]

@@ -6,13 +6,16 @@
 //! ([`wasmgate_cni::plan::Attachment`]) as plain data, and the daemon carries it out:
 //!
 //! ```text
-//! plugin ADD -> plan -> validate(target, plan, policy) -> NetworkEffects::apply -> CNI result
-//! plugin DEL -> recorded plan                          -> NetworkEffects::remove
-//! plugin CHECK -> recorded plan                        -> NetworkEffects::verify
+//! plugin ADD -> plan -> validate(target, plan, policy), check_result -> NetworkEffects::apply
+//!                                                          -> Applied (recorded) -> CNI result
+//! plugin DEL -> recorded plan and Applied                  -> NetworkEffects::remove
+//! plugin CHECK -> recorded plan                            -> NetworkEffects::verify
 //! ```
 //!
-//! [`validate()`] is the host's policy check of a plan (names, CIDRs, MTUs, allowed bridges, host
-//! routes only towards the pod's own addresses). [`NetworkEffects`] hides the kernel, as youki
+//! [`validate()`] is the host's policy check of a plan (names, CIDRs, MTUs, allowed bridges,
+//! every address inside the plugin's pod CIDR grant, host routes only towards the pod's own
+//! addresses), and [`check_result`] holds the result reported to the runtime to that plan.
+//! DEL removes only the veth that [`Applied`] recorded. [`NetworkEffects`] hides the kernel, as youki
 //! hides syscalls behind `trait Syscall`: [`Netlink`] is the real implementation, and
 //! [`RecordingFake`] records calls for the daemon's unit tests.
 //!
@@ -24,6 +27,7 @@
 //! use wasmgate_effects::{NetPolicy, NetworkEffects, RecordingFake, validate};
 //!
 //! let target = Target { netns: "/var/run/netns/pod1".into(), ifname: "eth0".into() };
+//! let policy = NetPolicy { pod_cidrs: vec!["10.22.0.0/16".parse().unwrap()], ..NetPolicy::default() };
 //! let plan = Attachment {
 //!     veth: Veth { host_name: "wg1a2b".into(), mtu: Some(1500), host_addresses: vec![] },
 //!     bridge: None,
@@ -31,12 +35,14 @@
 //!     container_routes: vec![],
 //!     host_routes: vec![],
 //! };
-//! validate(&target, &plan, &NetPolicy::default()).unwrap();
+//! validate(&target, &plan, &policy).unwrap();
+//! // No grant, no plumbing.
+//! assert!(validate(&target, &plan, &NetPolicy::default()).is_err());
 //!
 //! let effects = RecordingFake::default();
-//! effects.apply(&target, &plan).unwrap();
+//! let built = effects.apply(&target, &plan).unwrap();
 //! effects.verify(&target, &plan).unwrap();
-//! effects.remove(&target, &plan).unwrap();
+//! effects.remove(&target, &plan, Some(&built)).unwrap();
 //! assert!(effects.verify(&target, &plan).is_err());
 //! ```
 //!
@@ -113,32 +119,55 @@ pub use mount::{
     ALLOWED_OPTIONS, LinuxMounts, MAX_MOUNTS, MAX_TMPFS_BYTES, Mount, MountCall, MountContext,
     MountEffects, MountRequest, RecordingMounts, RequestSource, Source, Usage, validate_mounts,
 };
-pub use netlink::Netlink;
+pub use netlink::{Netlink, open_pod_netns};
 pub use netns::{LinuxNetns, NetnsCall, NetnsEffects, RecordingNetns};
-pub use validate::{NetPolicy, validate};
+pub use validate::{NetPolicy, check_result, validate};
 
 /// The host's network effects: build, remove and check one veth attachment.
 pub trait NetworkEffects: Send + Sync + 'static {
     /// Builds the attachment. On any failure, undoes what it built and returns the error.
     fn apply(&self, target: &Target, plan: &Attachment) -> Result<Applied, EffectError>;
-    /// Removes the attachment. Idempotent: a missing netns, host veth or container interface is
-    /// success. A shared bridge is never removed.
-    fn remove(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError>;
+    /// Removes the attachment by deleting the host end of the veth, which takes the container
+    /// end with it. With `built` (what `apply` reported), only the veth of that ifindex and MAC
+    /// whose peer is the recorded container interface is deleted; without it (a record from
+    /// before `built` was kept, or a crash inside `apply`), the veth of the plan's host name.
+    /// The container netns is never entered: once the host end is gone there is nothing of ours
+    /// left in it, and whatever now carries the ifname there is not ours to delete. Idempotent.
+    /// A shared bridge is never removed.
+    fn remove(
+        &self,
+        target: &Target,
+        plan: &Attachment,
+        built: Option<&Applied>,
+    ) -> Result<(), EffectError>;
     /// Cuts the pod off at once without destroying anything: the host veth goes down, so the
     /// container end loses carrier and the bridge stops forwarding to it. Destroying a netdev
     /// waits for an RCU barrier (tens of milliseconds), so DEL detaches on the reply path and
-    /// leaves `remove` to run behind it. Idempotent, like `remove`.
-    fn detach(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError>;
+    /// leaves `remove` to run behind it. Matches the veth as `remove` does; idempotent.
+    fn detach(
+        &self,
+        target: &Target,
+        plan: &Attachment,
+        built: Option<&Applied>,
+    ) -> Result<(), EffectError>;
     /// CHECK: the container interface exists in the netns, is up, has every container address
     /// and route; the host veth exists (and is enslaved to the bridge when there is one).
     fn verify(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError>;
 }
 
-/// What [`NetworkEffects::apply`] learned from the kernel, for the CNI result's `interfaces`.
+/// What [`NetworkEffects::apply`] built, as the kernel knows it: the CNI result's MACs, and
+/// what [`NetworkEffects::remove`] matches so that it deletes nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// MAC of the host end of the veth, `aa:bb:cc:dd:ee:ff`.
     pub host_mac: String,
     /// MAC of the container interface.
     pub container_mac: String,
+    /// Ifindex of the host end of the veth in the host netns; 0 when unknown.
+    #[serde(default)]
+    pub host_ifindex: u32,
+    /// Ifindex of the container interface in the container netns (the host end's peer); 0 when
+    /// unknown.
+    #[serde(default)]
+    pub container_ifindex: u32,
 }

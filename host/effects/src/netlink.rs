@@ -78,10 +78,13 @@ impl NetworkEffects for Netlink {
             },
             || host.run(configure_host(&host.handle, host_name, &parsed)),
         );
-        let built = container.and_then(|container_mac| {
+        let built = container.and_then(|(container_mac, container_ifindex)| {
+            let (host_mac, host_ifindex) = host_side?;
             Ok(Applied {
-                host_mac: host_side?,
+                host_mac,
                 container_mac,
+                host_ifindex,
+                container_ifindex,
             })
         });
         if built.is_err()
@@ -92,44 +95,24 @@ impl NetworkEffects for Netlink {
         built
     }
 
-    fn remove(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError> {
+    fn remove(
+        &self,
+        _target: &Target,
+        plan: &Attachment,
+        built: Option<&Applied>,
+    ) -> Result<(), EffectError> {
         let host = Conn::open()?;
-        // Deleting the host end of a veth deletes the container end with it, so when the host
-        // veth was there, the container netns need not be entered at all.
-        if host.run(remove_host_veth(&host.handle, &plan.veth.host_name))? {
-            return Ok(());
-        }
-        if target.netns.is_empty() {
-            return Ok(());
-        }
-        let ns = match File::open(&target.netns) {
-            Ok(ns) => ns,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(EffectError::netns(&target.netns, e)),
-        };
-        let (result, ()) = with_netns_thread(
-            &ns,
-            &target.netns,
-            || {
-                let conn = Conn::open()?;
-                conn.run(remove_container_if(&conn.handle, target))
-            },
-            || (),
-        );
-        match result {
-            // A path that is no longer a netns (an unmounted bind point): the netns is gone.
-            Err(EffectError::Netns { source, .. })
-                if source.raw_os_error() == Some(Errno::EINVAL as i32) =>
-            {
-                Ok(())
-            }
-            other => other,
-        }
+        host.run(remove_host_veth(&host.handle, plan, built))
     }
 
-    fn detach(&self, _target: &Target, plan: &Attachment) -> Result<(), EffectError> {
+    fn detach(
+        &self,
+        _target: &Target,
+        plan: &Attachment,
+        built: Option<&Applied>,
+    ) -> Result<(), EffectError> {
         let host = Conn::open()?;
-        host.run(set_host_veth_down(&host.handle, &plan.veth.host_name))
+        host.run(set_host_veth_down(&host.handle, plan, built))
     }
 
     fn verify(&self, target: &Target, plan: &Attachment) -> Result<(), EffectError> {
@@ -220,6 +203,7 @@ fn with_netns_thread<A: Send, B>(
     })
 }
 
+/// Opens the pod's netns at `path` for ADD or CHECK; see [`open_pod_netns`].
 fn open_netns(path: &str) -> Result<File, EffectError> {
     if path.is_empty() {
         return Err(EffectError::netns(
@@ -227,7 +211,50 @@ fn open_netns(path: &str) -> Result<File, EffectError> {
             io::Error::new(io::ErrorKind::InvalidInput, "no netns path given"),
         ));
     }
-    File::open(path).map_err(|e| EffectError::netns(path, e))
+    open_pod_netns(path)
+}
+
+/// Opens `path` as a pod's network namespace, refusing a relative path and the host's own
+/// namespace: a "container" side plumbed there, with the routes a plugin may set freely inside a
+/// pod, would land in the node itself. The namespace is told by the opened file's device and
+/// inode, so a bind mount or another `/proc/<pid>/ns/net` of the host is refused too, and the
+/// file returned is the one that was checked (no swap between check and use).
+pub fn open_pod_netns(path: &str) -> Result<File, EffectError> {
+    if !path.starts_with('/') {
+        return Err(EffectError::NotPodNetns {
+            path: path.to_string(),
+            why: "is a relative path".into(),
+        });
+    }
+    let file = File::open(path).map_err(|e| EffectError::netns(path, e))?;
+    refuse_host_netns(path, &file)?;
+    Ok(file)
+}
+
+fn refuse_host_netns(path: &str, file: &File) -> Result<(), EffectError> {
+    use std::os::unix::fs::MetadataExt;
+    let opened = file.metadata().map_err(|e| EffectError::netns(path, e))?;
+    let hosts = [
+        (
+            "/proc/thread-self/ns/net",
+            "the daemon's own network namespace",
+        ),
+        ("/proc/self/ns/net", "the daemon's own network namespace"),
+        ("/proc/1/ns/net", "the network namespace of pid 1"),
+    ];
+    for (host, what) in hosts {
+        // A host path we cannot stat (no /proc/1 in a pid namespace) is not one to compare.
+        if let Ok(h) = std::fs::metadata(host)
+            && h.dev() == opened.dev()
+            && h.ino() == opened.ino()
+        {
+            return Err(EffectError::NotPodNetns {
+                path: path.to_string(),
+                why: format!("is {what}, not a pod's"),
+            });
+        }
+    }
+    Ok(())
 }
 
 // ---- apply ----
@@ -333,12 +360,12 @@ async fn create_veth(
     }
 }
 
-/// Host side after creation: the veth's addresses and routes. Returns its MAC.
+/// Host side after creation: the veth's addresses and routes. Returns its MAC and ifindex.
 async fn configure_host(
     h: &Handle,
     host_name: &str,
     plan: &ParsedPlan,
-) -> Result<String, EffectError> {
+) -> Result<(String, u32), EffectError> {
     let link = link_by_name(h, host_name)
         .await
         .map_err(|e| nl(format_args!("look up host veth {host_name:?}"), e))?
@@ -348,17 +375,19 @@ async fn configure_host(
     let index = link.header.index;
     let label = format!("host veth {host_name:?}");
     add_addresses_and_routes(h, index, &label, &plan.host_addresses, &plan.host_routes).await?;
-    mac(&link)
-        .ok_or_else(|| EffectError::Netlink(format!("host veth {host_name:?} has no mac address")))
+    let mac = mac(&link).ok_or_else(|| {
+        EffectError::Netlink(format!("host veth {host_name:?} has no mac address"))
+    })?;
+    Ok((mac, index))
 }
 
 /// Container side: the interface and `lo` up, then addresses, then routes in order. Returns the
-/// interface's MAC.
+/// interface's MAC and ifindex.
 async fn configure_container(
     h: &Handle,
     target: &Target,
     plan: &ParsedPlan,
-) -> Result<String, EffectError> {
+) -> Result<(String, u32), EffectError> {
     let ifname = target.ifname.as_str();
     let link = link_by_name(h, ifname)
         .await
@@ -389,7 +418,9 @@ async fn configure_container(
         &plan.container_routes,
     )
     .await?;
-    mac(&link).ok_or_else(|| EffectError::Netlink(format!("{ifname:?} has no mac address")))
+    let mac =
+        mac(&link).ok_or_else(|| EffectError::Netlink(format!("{ifname:?} has no mac address")))?;
+    Ok((mac, index))
 }
 
 /// Addresses first, so that routes through a gateway on one of them find it on-link.
@@ -455,67 +486,84 @@ fn route_message(route: &RouteSpec, oif: u32) -> Result<RouteMessage, EffectErro
 
 // ---- remove ----
 
-/// Deletes the host veth. Returns whether a veth was there (and so its peer is gone too).
-async fn remove_host_veth(h: &Handle, host_name: &str) -> Result<bool, EffectError> {
-    let Some(link) = link_by_name(h, host_name)
-        .await
-        .map_err(|e| nl(format_args!("look up host veth {host_name:?}"), e))?
+/// The host end of the veth that `built` records (by ifindex, with its MAC and its peer's
+/// ifindex), or without a record the veth named in the plan; `None` when it is gone or is not
+/// what the host built, which `remove` and `detach` then leave alone.
+async fn recorded_veth(
+    h: &Handle,
+    plan: &Attachment,
+    built: Option<&Applied>,
+) -> Result<Option<LinkMessage>, EffectError> {
+    let host_name = plan.veth.host_name.as_str();
+    let found = match built.map(|b| b.host_ifindex).filter(|i| *i != 0) {
+        Some(index) => link_by_index(h, index).await,
+        None => link_by_name(h, host_name).await,
+    };
+    let Some(link) = found.map_err(|e| nl(format_args!("look up host veth {host_name:?}"), e))?
     else {
-        return Ok(false);
+        return Ok(None);
     };
     if !has_kind(&link, &InfoKind::Veth) {
-        // Not ours, whatever it is: never delete a host interface we did not build.
+        // Never touch a host interface we did not build, whatever it is.
         tracing::warn!(
             host_veth = host_name,
             "not removing host interface: it is not a veth"
         );
-        return Ok(false);
+        return Ok(None);
     }
-    match h.link().del(link.header.index).execute().await {
-        Err(e) if errno(&e) != Some(Errno::ENODEV) => {
-            Err(nl(format_args!("delete host veth {host_name:?}"), e))
+    if let Some(b) = built {
+        let peer = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Link(index) => Some(*index),
+            _ => None,
+        });
+        let same_mac = mac(&link).as_deref() == Some(b.host_mac.as_str());
+        let same_peer = b.container_ifindex == 0 || peer == Some(b.container_ifindex);
+        if !same_mac || !same_peer {
+            tracing::warn!(
+                host_veth = host_name,
+                ifindex = link.header.index,
+                "not removing host veth: it is not the one recorded at ADD"
+            );
+            return Ok(None);
         }
-        _ => Ok(true),
+    }
+    Ok(Some(link))
+}
+
+/// Deletes the recorded host veth, which deletes its peer in the pod with it.
+async fn remove_host_veth(
+    h: &Handle,
+    plan: &Attachment,
+    built: Option<&Applied>,
+) -> Result<(), EffectError> {
+    let Some(link) = recorded_veth(h, plan, built).await? else {
+        return Ok(());
+    };
+    match h.link().del(link.header.index).execute().await {
+        Err(e) if errno(&e) != Some(Errno::ENODEV) => Err(nl(
+            format_args!("delete host veth {:?}", plan.veth.host_name),
+            e,
+        )),
+        _ => Ok(()),
     }
 }
 
-async fn set_host_veth_down(h: &Handle, host_name: &str) -> Result<(), EffectError> {
-    let Some(link) = link_by_name(h, host_name)
-        .await
-        .map_err(|e| nl(format_args!("look up host veth {host_name:?}"), e))?
-    else {
+async fn set_host_veth_down(
+    h: &Handle,
+    plan: &Attachment,
+    built: Option<&Applied>,
+) -> Result<(), EffectError> {
+    let Some(link) = recorded_veth(h, plan, built).await? else {
         return Ok(());
     };
-    if !has_kind(&link, &InfoKind::Veth) {
-        return Ok(());
-    }
     match h
         .link()
         .change(LinkUnspec::new_with_index(link.header.index).down().build())
         .execute()
         .await
     {
-        Err(e) if errno(&e) != Some(Errno::ENODEV) => {
-            Err(nl(format_args!("set host veth {host_name:?} down"), e))
-        }
-        _ => Ok(()),
-    }
-}
-
-async fn remove_container_if(h: &Handle, target: &Target) -> Result<(), EffectError> {
-    let ifname = target.ifname.as_str();
-    let Some(link) = link_by_name(h, ifname).await.map_err(|e| {
-        nl(
-            format_args!("look up {ifname:?} in netns {:?}", target.netns),
-            e,
-        )
-    })?
-    else {
-        return Ok(());
-    };
-    match h.link().del(link.header.index).execute().await {
         Err(e) if errno(&e) != Some(Errno::ENODEV) => Err(nl(
-            format_args!("delete {ifname:?} in netns {:?}", target.netns),
+            format_args!("set host veth {:?} down", plan.veth.host_name),
             e,
         )),
         _ => Ok(()),
@@ -718,6 +766,16 @@ async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, rtn
             Err(e) if errno(&e) == Some(Errno::ENODEV) => return Ok(None),
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The link with ifindex `index`, or `None` if there is none.
+async fn link_by_index(h: &Handle, index: u32) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+    let mut links = pin!(h.link().get().match_index(index).execute());
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -125,6 +125,10 @@ fn policy() -> NetPolicy {
     NetPolicy {
         allowed_bridges: vec!["wgbr0".into()],
         host_prefix: Some("wg".into()),
+        pod_cidrs: vec![
+            "10.98.0.0/15".parse().unwrap(),
+            "fd99::/16".parse().unwrap(),
+        ],
     }
 }
 
@@ -137,7 +141,7 @@ fn bridged_pods_reach_each_other() {
     validate(&pa.target(), &plan_a, &policy()).unwrap();
     validate(&pb.target(), &plan_b, &policy()).unwrap();
 
-    let (applied_a, _) = in_netns(&node.path(), || {
+    let (applied_a, applied_b) = in_netns(&node.path(), || {
         let a = Netlink.apply(&pa.target(), &plan_a).unwrap();
         let b = Netlink.apply(&pb.target(), &plan_b).unwrap();
         (a, b)
@@ -188,8 +192,12 @@ fn bridged_pods_reach_each_other() {
 
     in_netns(&node.path(), || {
         Netlink.verify(&pa.target(), &plan_a).unwrap();
-        Netlink.remove(&pa.target(), &plan_a).unwrap();
-        Netlink.remove(&pb.target(), &plan_b).unwrap();
+        Netlink
+            .remove(&pa.target(), &plan_a, Some(&applied_a))
+            .unwrap();
+        Netlink
+            .remove(&pb.target(), &plan_b, Some(&applied_b))
+            .unwrap();
     });
     // The bridge is shared: it stays.
     assert!(succeeds(&["-n", &node.name, "link", "show", "wgbr0"]));
@@ -237,41 +245,85 @@ fn remove_is_idempotent() {
     let pod = Netns::new("c-pod");
     let plan = bridged_plan("wgc", 2);
     in_netns(&node.path(), || {
-        Netlink.apply(&pod.target(), &plan).unwrap();
-        Netlink.remove(&pod.target(), &plan).unwrap();
-        Netlink.remove(&pod.target(), &plan).unwrap();
+        let built = Netlink.apply(&pod.target(), &plan).unwrap();
+        assert!(
+            built.host_ifindex != 0 && built.container_ifindex != 0,
+            "{built:?}"
+        );
+        Netlink.remove(&pod.target(), &plan, Some(&built)).unwrap();
+        Netlink.remove(&pod.target(), &plan, Some(&built)).unwrap();
     });
     assert!(!succeeds(&["-n", &node.name, "link", "show", "wgc"]));
     assert!(!succeeds(&["-n", &pod.name, "link", "show", "eth0"]));
 
-    // The netns is gone before the DEL.
+    // The netns is gone before the DEL; and a record from before `built` was kept.
     let gone = Netns::new("c-gone");
     let target = gone.target();
     in_netns(&node.path(), || Netlink.apply(&target, &plan).unwrap());
     drop(gone);
     in_netns(&node.path(), || {
-        Netlink.remove(&target, &plan).unwrap();
-        Netlink.remove(&target, &plan).unwrap();
+        Netlink.remove(&target, &plan, None).unwrap();
+        Netlink.remove(&target, &plan, None).unwrap();
         let unknown = Target {
             netns: String::new(),
             ifname: "eth0".into(),
         };
-        Netlink.remove(&unknown, &plan).unwrap();
+        Netlink.remove(&unknown, &plan, None).unwrap();
     });
     assert!(!succeeds(&["-n", &node.name, "link", "show", "wgc"]));
+}
 
-    // No host veth of that name, but the container interface is there: it is deleted.
-    let other = Netns::new("c-other");
-    in_netns(&node.path(), || {
-        Netlink.apply(&other.target(), &plan).unwrap()
+#[test]
+fn remove_deletes_only_the_veth_recorded_at_add() {
+    let node = Netns::new("c2-node");
+    let pod = Netns::new("c2-pod");
+    let plan = bridged_plan("wgc2", 2);
+
+    // The host end is gone (deleted by hand, which took the pod end with it), and the pod's
+    // netns now has a bridge with the recorded ifname: nothing the host built is left, so
+    // nothing is deleted.
+    let built = in_netns(&node.path(), || {
+        Netlink.apply(&pod.target(), &plan).unwrap()
     });
-    let mut renamed = plan.clone();
-    renamed.veth.host_name = "wgcx".into();
+    assert!(succeeds(&["-n", &node.name, "link", "del", "wgc2"]));
+    assert!(succeeds(&[
+        "-n", &pod.name, "link", "add", "eth0", "type", "bridge"
+    ]));
     in_netns(&node.path(), || {
-        Netlink.remove(&other.target(), &renamed).unwrap()
+        Netlink.remove(&pod.target(), &plan, Some(&built)).unwrap();
+        Netlink.remove(&pod.target(), &plan, None).unwrap();
+        Netlink.detach(&pod.target(), &plan, Some(&built)).unwrap();
     });
-    assert!(!succeeds(&["-n", &other.name, "link", "show", "eth0"]));
-    assert!(!succeeds(&["-n", &node.name, "link", "show", "wgc"]));
+    assert!(succeeds(&[
+        "-n", &pod.name, "link", "show", "eth0", "type", "bridge"
+    ]));
+    assert!(succeeds(&["-n", &pod.name, "link", "del", "eth0"]));
+
+    // A veth of the same name that is not the one recorded (built again since): left alone.
+    let again = in_netns(&node.path(), || {
+        Netlink.apply(&pod.target(), &plan).unwrap()
+    });
+    assert_ne!(again, built);
+    in_netns(&node.path(), || {
+        Netlink.remove(&pod.target(), &plan, Some(&built)).unwrap();
+        Netlink.detach(&pod.target(), &plan, Some(&built)).unwrap();
+    });
+    let link = run(&["-n", &node.name, "-j", "link", "show", "wgc2"]);
+    assert!(
+        link.contains("\"UP\""),
+        "detach of a stale record must not touch it: {link}"
+    );
+    assert!(succeeds(&["-n", &pod.name, "link", "show", "eth0"]));
+
+    // Renamed since ADD: found by its recorded ifindex, MAC and peer.
+    assert!(succeeds(&[
+        "-n", &node.name, "link", "set", "wgc2", "name", "wgc2x"
+    ]));
+    in_netns(&node.path(), || {
+        Netlink.remove(&pod.target(), &plan, Some(&again)).unwrap()
+    });
+    assert!(!succeeds(&["-n", &node.name, "link", "show", "wgc2x"]));
+    assert!(!succeeds(&["-n", &pod.name, "link", "show", "eth0"]));
 }
 
 #[test]
@@ -352,13 +404,15 @@ fn point_to_point_plan() {
         &NetPolicy {
             allowed_bridges: vec![],
             host_prefix: Some("wg".into()),
+            pod_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
         },
     )
     .unwrap();
 
-    in_netns(&node.path(), || {
-        Netlink.apply(&pod.target(), &plan).unwrap();
+    let built = in_netns(&node.path(), || {
+        let built = Netlink.apply(&pod.target(), &plan).unwrap();
         Netlink.verify(&pod.target(), &plan).unwrap();
+        built
     });
     let host_routes = run(&["-n", &node.name, "route", "show", "dev", "wgp0"]);
     assert!(
@@ -379,7 +433,7 @@ fn point_to_point_plan() {
     }
 
     in_netns(&node.path(), || {
-        Netlink.remove(&pod.target(), &plan).unwrap()
+        Netlink.remove(&pod.target(), &plan, Some(&built)).unwrap()
     });
     assert!(!succeeds(&["-n", &node.name, "link", "show", "wgp0"]));
     assert!(!succeeds(&["-n", &pod.name, "link", "show", "eth0"]));
@@ -399,9 +453,9 @@ fn works_from_spawn_blocking() {
     rt.block_on(async move {
         tokio::task::spawn_blocking(move || {
             setns(File::open(path).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
-            Netlink.apply(&target, &plan).unwrap();
+            let built = Netlink.apply(&target, &plan).unwrap();
             Netlink.verify(&target, &plan).unwrap();
-            Netlink.remove(&target, &plan).unwrap();
+            Netlink.remove(&target, &plan, Some(&built)).unwrap();
         })
         .await
         .unwrap()
@@ -417,9 +471,11 @@ fn detach_cuts_the_pod_off_without_destroying_anything() {
     let b = Netns::new("g-pb");
     let octet = subnet_octet();
     let (pa, pb) = (bridged_plan("wgda", 2), bridged_plan("wgdb", 3));
-    in_netns(&node.path(), || {
-        Netlink.apply(&a.target(), &pa).unwrap();
-        Netlink.apply(&b.target(), &pb).unwrap();
+    let (built_a, built_b) = in_netns(&node.path(), || {
+        (
+            Netlink.apply(&a.target(), &pa).unwrap(),
+            Netlink.apply(&b.target(), &pb).unwrap(),
+        )
     });
     let b_ip = format!("10.99.{octet}.3");
     assert!(succeeds(&[
@@ -427,8 +483,8 @@ fn detach_cuts_the_pod_off_without_destroying_anything() {
     ]));
 
     in_netns(&node.path(), || {
-        Netlink.detach(&b.target(), &pb).unwrap();
-        Netlink.detach(&b.target(), &pb).unwrap();
+        Netlink.detach(&b.target(), &pb, Some(&built_b)).unwrap();
+        Netlink.detach(&b.target(), &pb, Some(&built_b)).unwrap();
     });
     // Still there, but down and unreachable.
     let link = run(&["-n", &node.name, "-j", "link", "show", "wgdb"]);
@@ -439,10 +495,10 @@ fn detach_cuts_the_pod_off_without_destroying_anything() {
     ]));
 
     in_netns(&node.path(), || {
-        Netlink.remove(&b.target(), &pb).unwrap();
+        Netlink.remove(&b.target(), &pb, Some(&built_b)).unwrap();
         // Detaching what is gone is fine too.
-        Netlink.detach(&b.target(), &pb).unwrap();
-        Netlink.remove(&a.target(), &pa).unwrap();
+        Netlink.detach(&b.target(), &pb, Some(&built_b)).unwrap();
+        Netlink.remove(&a.target(), &pa, Some(&built_a)).unwrap();
     });
     assert!(!succeeds(&["-n", &b.name, "link", "show", "eth0"]));
 }

@@ -55,6 +55,11 @@ impl From<ServiceError> for CniError {
             ServiceError::Effect(
                 EffectError::HostInterfaceExists(_) | EffectError::ContainerInterfaceExists(_),
             ) => CniError::new(code::ALREADY_EXISTS, msg, ""),
+            ServiceError::Effect(EffectError::NotPodNetns { .. }) => CniError::new(
+                code::INVALID_ENV,
+                msg,
+                "CNI_NETNS must name the pod's own network namespace by absolute path",
+            ),
             ServiceError::Effect(EffectError::Netns { .. }) => CniError::new(
                 code::INVALID_ENV,
                 msg,

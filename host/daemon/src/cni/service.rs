@@ -10,8 +10,11 @@ use wasmgate_cni::conf::NetConf;
 use wasmgate_cni::env::Invocation;
 use wasmgate_cni::error::{CniError, code};
 use wasmgate_cni::plan::{Attachment, Target};
+use wasmgate_cni::result::CniResult;
 use wasmgate_cni::wire::{Request, Response};
-use wasmgate_effects::{Applied, NetPolicy, NetworkEffects, validate};
+use wasmgate_effects::{
+    Applied, EffectError, NetPolicy, NetworkEffects, check_result, open_pod_netns, validate,
+};
 use wasmgate_engine::bindings::{NetworkGuest, cni_types as wit};
 use wasmgate_engine::{HostState, LoadedPlugin, Registry};
 
@@ -152,6 +155,7 @@ impl CniService {
         // to it, so the daemon checks again.
         req.invocation.validate()?;
         let inv = req.invocation;
+        check_netns(&inv)?;
         if inv.command == Command::Version {
             let conf: serde_json::Value = serde_json::from_str(&req.config).unwrap_or_default();
             let v = conf
@@ -291,9 +295,15 @@ impl CniService {
             })
             .await?;
         let mut result = convert::result(outcome.result, &call.conf.cni_version);
-        if let Some(att) = outcome.attachment {
-            let plan = convert::attachment(att);
-            let target = Self::target(&call);
+        let plan = outcome.attachment.map(convert::attachment);
+        let target = Self::target(&call);
+        // What kubelet records as the pod's IPs must be what the host builds; refused before
+        // anything is built, so nothing is left behind but the plugin's allocation, undone here.
+        if let Err(e) = self.check_reported(&call, &target, plan.as_ref(), &result) {
+            self.undo_plugin_add(&call).await;
+            return Err(e);
+        }
+        if let Some(plan) = plan {
             self.teardowns
                 .wait_clear(&plan.veth.host_name, &target.netns)
                 .await;
@@ -316,6 +326,25 @@ impl CniService {
         Ok(result.to_json(&call.conf.cni_version).to_string())
     }
 
+    fn check_reported(
+        &self,
+        call: &Call,
+        target: &Target,
+        plan: Option<&Attachment>,
+        result: &CniResult,
+    ) -> Result<(), ServiceError> {
+        if result.ips.is_empty() {
+            return Ok(());
+        }
+        // Already read once for the plugin, so it parses.
+        let prev = match &call.conf.prev_result {
+            Some(v) => Some(CniResult::from_json(v)?),
+            None => None,
+        };
+        check_result(target, plan, result, prev.as_ref())?;
+        Ok(())
+    }
+
     /// Validates, records, then applies; on failure leaves neither record nor interface behind.
     async fn build(
         &self,
@@ -325,19 +354,27 @@ impl CniService {
         plan: &Attachment,
     ) -> Result<Applied, ServiceError> {
         validate(target, plan, &call.policy.net)?;
-        let rec = Record {
+        let mut rec = Record {
             network: call.conf.name.clone(),
             container_id: call.inv.container_id.clone(),
             plugin: call.plugin.info().name.clone(),
             target: target.clone(),
             attachment: plan.clone(),
+            built: None,
         };
         if !self.records.insert_new(&rec)? {
             return Err(already_exists(call).into());
         }
         let (t, p) = (target.clone(), plan.clone());
         match self.effect(move |fx| fx.apply(&t, &p)).await {
-            Ok(applied) => Ok(applied),
+            Ok(applied) => {
+                rec.built = Some(applied.clone());
+                // Without it DEL still removes the veth by name, as for older records.
+                if let Err(e) = self.records.set_built(&rec) {
+                    tracing::error!("recording what ADD built for {key}: {e}");
+                }
+                Ok(applied)
+            }
             Err(e) => {
                 if let Err(re) = self.records.remove(key) {
                     tracing::error!("dropping record {key} after a failed ADD: {re}");
@@ -369,12 +406,14 @@ impl CniService {
             ifname: rec.target.ifname.clone(),
         });
         if let (Some(rec), Some(target)) = (&rec, &target) {
-            let (target, plan) = (target.clone(), rec.attachment.clone());
+            let (target, plan, built) = (target.clone(), rec.attachment.clone(), rec.built.clone());
             if self.deferred_teardown {
                 // The pod is cut off before its address can go to another.
-                self.effect(move |fx| fx.detach(&target, &plan)).await?;
+                self.effect(move |fx| fx.detach(&target, &plan, built.as_ref()))
+                    .await?;
             } else {
-                self.effect(move |fx| fx.remove(&target, &plan)).await?;
+                self.effect(move |fx| fx.remove(&target, &plan, built.as_ref()))
+                    .await?;
             }
         }
         let inv = convert::invocation(&call.inv);
@@ -402,8 +441,10 @@ impl CniService {
             self.teardowns.clone(),
         );
         tokio::spawn(async move {
-            let plan = rec.attachment;
-            let done = tokio::task::spawn_blocking(move || effects.remove(&target, &plan)).await;
+            let (plan, built) = (rec.attachment, rec.built);
+            let done =
+                tokio::task::spawn_blocking(move || effects.remove(&target, &plan, built.as_ref()))
+                    .await;
             match done {
                 Ok(Ok(())) => {
                     if let Err(e) = records.end_teardown(&host) {
@@ -505,8 +546,29 @@ impl CniService {
             netns: String::new(),
             ifname: rec.target.ifname,
         };
-        self.effect(move |fx| fx.remove(&target, &rec.attachment))
+        self.effect(move |fx| fx.remove(&target, &rec.attachment, rec.built.as_ref()))
             .await
+    }
+}
+
+/// Refuses a `CNI_NETNS` that is relative or the host's own namespace, or that cannot be opened,
+/// for every command that takes one, before the plugin runs. One that does not exist passes
+/// here: a DEL may name a namespace that is gone, as the spec demands (DEL never enters it), and
+/// ADD and CHECK fail where the effects open it, which also check again what they opened.
+fn check_netns(inv: &wasmgate_cni::env::Invocation) -> Result<(), ServiceError> {
+    if inv.netns.is_empty() || !matches!(inv.command, Command::Add | Command::Check | Command::Del)
+    {
+        return Ok(());
+    }
+    match open_pod_netns(&inv.netns) {
+        Ok(_) => Ok(()),
+        Err(EffectError::Netns { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(command = %inv.command, netns = %inv.netns, "refused CNI_NETNS: {e}");
+            Err(e.into())
+        }
     }
 }
 

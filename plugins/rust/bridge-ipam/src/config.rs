@@ -2,7 +2,7 @@
 //!
 //! | key | default |
 //! | --- | --- |
-//! | `podcidr` | required, an IPv4 CIDR |
+//! | `podcidr` | required, an IPv4 CIDR from /8 to /30 |
 //! | `gateway` | the first host address of `podcidr` |
 //! | `bridge` | `wasi:config` key `bridge`, else `wgbr0` |
 //! | `mtu` | `wasi:config` key `mtu`, else 1500 |
@@ -88,7 +88,8 @@ pub fn parse(raw: &str, settings: &impl Settings) -> Result<Config, CniError> {
     };
     let pool = Pool::new(network, prefix, gateway).map_err(|e| {
         // Pool::new only rejects the gateway or the prefix; say which key is at fault.
-        if gateway.is_some() && prefix <= crate::pool::MAX_PREFIX {
+        let prefix_ok = (crate::pool::MIN_PREFIX..=crate::pool::MAX_PREFIX).contains(&prefix);
+        if gateway.is_some() && prefix_ok {
             invalid(format!("gateway: {e}"))
         } else {
             invalid(format!("podcidr: {e}"))
@@ -280,6 +281,12 @@ pub mod tests {
             (r#"{"podcidr":"fd00::/64"}"#, "podcidr"),
             (r#"{"podcidr":"10.240.0.0"}"#, "podcidr"),
             (r#"{"podcidr":"10.240.0.0/31"}"#, "podcidr"),
+            (r#"{"podcidr":"0.0.0.0/0"}"#, "podcidr"),
+            (r#"{"podcidr":"128.0.0.0/1"}"#, "podcidr"),
+            (
+                r#"{"podcidr":"128.0.0.0/1","gateway":"128.0.0.1"}"#,
+                "podcidr",
+            ),
             (
                 r#"{"podcidr":"10.240.0.0/24","gateway":"10.241.0.1"}"#,
                 "gateway",

@@ -8,6 +8,9 @@ use std::net::Ipv4Addr;
 
 /// The smallest subnet that still has a gateway and one address to hand out.
 pub const MAX_PREFIX: u8 = 30;
+/// The largest pod network taken: a wider one (`0.0.0.0/0`, `128.0.0.0/1`) would put a
+/// connected route for much of the internet on the node's bridge.
+pub const MIN_PREFIX: u8 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool {
@@ -53,6 +56,11 @@ impl Pool {
         if prefix > MAX_PREFIX {
             return Err(format!(
                 "{network}/{prefix} is too small: the prefix must be at most /{MAX_PREFIX}"
+            ));
+        }
+        if prefix < MIN_PREFIX {
+            return Err(format!(
+                "{network}/{prefix} is too wide: the prefix must be at least /{MIN_PREFIX}"
             ));
         }
         let network = u32::from(network) & mask(prefix);
@@ -218,9 +226,17 @@ mod tests {
     }
 
     #[test]
-    fn huge_pool_sizes_do_not_overflow() {
-        let p = pool("0.0.0.0/0", None);
-        assert_eq!(p.size(), (1u64 << 32) - 3);
-        assert_eq!(p.nth(p.size() - 1), Ipv4Addr::new(255, 255, 255, 254));
+    fn the_widest_pool_sizes_right_and_wider_ones_are_refused() {
+        let p = pool("10.0.0.0/8", None);
+        assert_eq!(p.size(), (1u64 << 24) - 3);
+        assert_eq!(p.nth(p.size() - 1), Ipv4Addr::new(10, 255, 255, 254));
+        for wide in ["0.0.0.0/0", "128.0.0.0/1", "10.0.0.0/7"] {
+            let (net, prefix) = parse_cidr(wide).unwrap();
+            let e = Pool::new(net, prefix, None).unwrap_err();
+            assert!(
+                e.contains("is too wide: the prefix must be at least /8"),
+                "{e}"
+            );
+        }
     }
 }

@@ -439,6 +439,7 @@ impl Service {
             net: NetPolicy {
                 allowed_bridges: vec![],
                 host_prefix: Some("wg".into()),
+                pod_cidrs: vec!["10.248.0.0/16".parse().unwrap()],
             },
         };
         let svc = CniService::new(
@@ -1096,7 +1097,8 @@ fn effects_trip(cid: &str, verify: bool) -> Result<Trip> {
     };
     let fx = Netlink::new();
     let t = Instant::now();
-    fx.apply(&target, &plan)
+    let built = fx
+        .apply(&target, &plan)
         .with_context(|| format!("effects apply for {cid}"))?;
     let add = t.elapsed();
     if verify {
@@ -1107,7 +1109,7 @@ fn effects_trip(cid: &str, verify: bool) -> Result<Trip> {
         );
     }
     let t = Instant::now();
-    fx.remove(&target, &plan)
+    fx.remove(&target, &plan, Some(&built))
         .with_context(|| format!("effects remove for {cid}"))?;
     let del = t.elapsed();
     if verify {

@@ -40,6 +40,7 @@ use crate::state::{PodNetworkRecord, Records};
 
 pub use args::host_network;
 pub use error::{NetError, PluginFailure};
+pub use confdir::DEFAULT_PODCIDR;
 
 use chain::Chain;
 
