@@ -91,6 +91,10 @@ pub trait MountEffects: Send + Sync + 'static {
     /// when empty; a non-empty one is [`EffectError::TargetNotEmpty`] and is left alone, since
     /// its content is data that was never ours to delete.
     fn unmount(&self, target: &Path, remove_dir: bool) -> Result<(), EffectError>;
+    /// Removes the (unmounted) target directory; never recursive, and a missing one is success.
+    /// Any other failure is [`EffectError::Io`] with the errno, so that the daemon can report it
+    /// apart from the unmount, which did happen.
+    fn remove_target(&self, target: &Path) -> Result<(), EffectError>;
     /// Whether `target` is a mount point: an exact match of a mount point in the calling
     /// thread's `/proc/thread-self/mountinfo`. Comparing `st_dev` with the parent's would miss a
     /// bind from the same filesystem.
