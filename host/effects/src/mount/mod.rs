@@ -81,7 +81,8 @@ pub trait MountEffects: Send + Sync + 'static {
     /// Mounts `m`, creating the target directory and its parents (mode 0750) when missing.
     ///
     /// A target that is already a mount point is success, whatever is mounted there: kubelet
-    /// retries a publish that it did not see finish. On failure nothing is left behind, neither
+    /// retries a publish that it did not see finish. Whose mount it is, this cannot tell; the
+    /// daemon asks [`MountEffects::is_mounted`] first and refuses one it has no record of. On failure nothing is left behind, neither
     /// a half-done mount nor a directory this call created.
     fn mount(&self, m: &Mount) -> Result<(), EffectError>;
     /// Unmounts everything stacked on `target`, then removes the directory when `remove_dir`.
