@@ -358,14 +358,26 @@ impl pb::node_server::Node for Node {
                         rec.readonly
                     )));
                 }
-                Some(rec) => {
+                Some(rec) if !rec.mounts.is_empty() => {
                     if still_mounted(&self.0, &rec).await {
                         return Ok(pb::NodePublishVolumeResponse {});
                     }
                 }
-                // No record, or only a directory an unpublish left: a mount there is foreign.
-                None => self.0.refuse_foreign(&path, "target_path").await?,
+                // No record, one of a publish cut before it mounted, or only a directory an
+                // unpublish left: a mount there is foreign.
+                _ => self.0.refuse_foreign(&path, "target_path").await?,
             }
+            // Recorded before the plugin runs, so that an unpublish after a crash in between
+            // still removes the target; the mounts are filled in once the plan is checked.
+            self.0.records.put_mount(&MountRecord {
+                kind: MountKind::Publish,
+                volume_id: req.volume_id.clone(),
+                plugin: self.0.plugin.clone(),
+                path: path.clone(),
+                readonly: req.readonly,
+                mounts: Vec::new(),
+                unpublished: false,
+            })?;
             let wreq = wn::PublishRequest {
                 volume_id: req.volume_id.clone(),
                 publish_context: convert::map(req.publish_context),
@@ -379,11 +391,19 @@ impl pb::node_server::Node for Node {
                 secrets: convert::map(req.secrets),
                 volume_context: convert::map(req.volume_context),
             };
-            let plan = call
+            let planned = call
                 .plugin(async move |p, s| {
                     p.wasmgate_plugin_node().call_publish_volume(s, &wreq).await
                 })
-                .await??;
+                .await
+                .and_then(|r| r.map_err(ServiceError::from));
+            let plan = match planned {
+                Ok(plan) => plan,
+                Err(e) => {
+                    self.0.records.remove_mount(&path)?;
+                    return Err(e);
+                }
+            };
             self.0
                 .carry_out(
                     MountKind::Publish,
@@ -437,9 +457,10 @@ impl pb::node_server::Node for Node {
                 }
                 // Unmount first: an ephemeral volume's data goes with the plugin's unpublish,
                 // and must not vanish from under a mount that is still live.
-                Some(_) => self.0.unmount(&path).await?,
-                // Nothing of ours there: the spec's idempotent success, unless it is a mount.
-                None => self.0.refuse_foreign(&path, "target_path").await?,
+                Some(rec) if !rec.mounts.is_empty() => self.0.unmount(&path).await?,
+                // Nothing mounted by us there: the spec's idempotent success, unless it is a
+                // mount. A record without mounts is a publish cut before it mounted.
+                _ => self.0.refuse_foreign(&path, "target_path").await?,
             }
             let target = path.to_string_lossy().into_owned();
             call.plugin(async move |p, s| {
