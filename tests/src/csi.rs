@@ -161,16 +161,28 @@ pub fn is_mount_point(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4).is_some_and(|mp| mp == want))
 }
 
-/// A pod's staging path (`<pod>/globalmount`, created) and publish target
-/// (`<pod>/volumes/kubernetes.io~csi/pv/mount`, parent created, target not), under `base`
-/// (normally the daemon's temp dir), as kubelet lays them out.
-pub fn pod_paths(base: &Path) -> (PathBuf, PathBuf) {
-    let pod = base.join(crate::unique("pod-"));
-    let staging = pod.join("globalmount");
-    let target = pod.join("volumes/kubernetes.io~csi/pv/mount");
+/// A volume's staging path (`<kubelet>/plugins/kubernetes.io/csi/<driver>/<hash>/globalmount`,
+/// created) and a pod's publish target (`<kubelet>/pods/<uid>/volumes/kubernetes.io~csi/pv/mount`,
+/// parent created, target not), under `kubelet` (normally [`crate::Daemon::kubelet_dir`]), as
+/// kubelet lays them out.
+pub fn pod_paths(kubelet: &Path) -> (PathBuf, PathBuf) {
+    let staging = staging_dir(kubelet);
+    let target = kubelet
+        .join("pods")
+        .join(crate::unique("pod-"))
+        .join("volumes/kubernetes.io~csi/pv/mount");
     std::fs::create_dir_all(&staging).unwrap();
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     (staging, target)
+}
+
+/// Where kubelet stages a volume of the test driver, not created.
+pub fn staging_dir(kubelet: &Path) -> PathBuf {
+    kubelet
+        .join("plugins/kubernetes.io/csi")
+        .join(crate::TEST_DRIVER)
+        .join(crate::unique("vol-"))
+        .join("globalmount")
 }
 
 pub fn unpublish_request(volume_id: &str, target: &Path) -> pb::NodeUnpublishVolumeRequest {

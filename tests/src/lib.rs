@@ -538,8 +538,8 @@ impl Daemon {
             "state_dir = \"{{d}}/state\"\n[engine]\ncache_dir = \"{{c}}\"\n[admin]\nsocket = \"{{d}}/admin.sock\"\n\
              [cni]\nsocket = \"{{d}}/cni.sock\"\nqueue_dir = \"{{d}}/queue\"\ndefault_plugin = \"bridge\"\n\
              [csi]\ndriver = \"{TEST_DRIVER}\"\nplugin = \"hostpath\"\nsocket = \"{{d}}/csi.sock\"\n\
-             registration_dir = \"{{d}}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\n\
-             [plugins.bridge]\npath = \"{b}\"\nbridges = [\"wgbr0\"]\n\
+             registration_dir = \"{{d}}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\nkubelet_dir = \"{{d}}/kubelet\"\n\
+             [plugins.bridge]\npath = \"{b}\"\nbridges = [\"wgbr0\"]\npod_cidrs = [\"{TEST_POD_CIDRS}\"]\n\
              [plugins.hostpath]\nworld = \"storage\"\npath = \"{h}\"\n{plugin_extra}\n",
             b = plugin("bridge-ipam").display(),
             h = path.display(),
@@ -581,6 +581,12 @@ impl Daemon {
         self.dir
             .join("plugins_registry")
             .join(format!("{TEST_DRIVER}-reg.sock"))
+    }
+
+    /// The CSI daemons' `[csi] kubelet_dir`: node RPC paths must lie under it (see
+    /// [`csi::pod_paths`]).
+    pub fn kubelet_dir(&self) -> PathBuf {
+        self.dir.join("kubelet")
     }
 
     /// The directory the CSI driver is granted: `<state_dir>/plugins/hostpath/data`.
@@ -878,7 +884,7 @@ impl Daemon {
         if csi {
             toml.push_str(&format!(
                 "[csi]\ndriver = \"{TEST_DRIVER}\"\nplugin = \"hostpath\"\nsocket = \"{d}/csi.sock\"\n\
-                 registration_dir = \"{d}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\n\
+                 registration_dir = \"{d}/plugins_registry\"\nnode_id = \"{TEST_NODE}\"\nkubelet_dir = \"{d}/kubelet\"\n\
                  [plugins.hostpath]\nworld = \"storage\"\npath = \"{p}\"\ntimeout_ms = 10000\n",
                 d = dir.display(),
                 p = plugin("hostpath-csi").display(),

@@ -86,7 +86,7 @@ fn worked_example_create_stage_publish_snapshot_restore_teardown() {
     );
 
     // stage and publish, as kubelet would, then write through the pod's mount.
-    let (staging, target) = pod_paths(&d.dir);
+    let (staging, target) = pod_paths(&d.kubelet_dir());
     let out = ok(&d, &["stage", &vol, s(&staging)]);
     assert!(out.contains("staged"), "{out}");
     assert!(
@@ -197,7 +197,7 @@ fn ephemeral_publish_and_grpc_errors() {
     let d = Daemon::start_csi("");
 
     // An inline ephemeral volume: no create, the publish makes it, the unpublish removes it.
-    let (_, target) = pod_paths(&d.dir);
+    let (_, target) = pod_paths(&d.kubelet_dir());
     let id = "csi-cli-ephemeral";
     ok(
         &d,

@@ -52,7 +52,7 @@ async fn trap_fails_the_call_with_the_panic_message() {
     still_serves(&mut c).await;
 
     // A node call too, and the daemon is still alive afterwards.
-    let (staging, _) = csi::pod_paths(&d.dir);
+    let (staging, _) = csi::pod_paths(&d.kubelet_dir());
     let err = c
         .node
         .node_stage_volume(csi::stage_request("v1", &staging))
@@ -69,7 +69,7 @@ async fn missing_ids_are_refused_before_the_plugin_runs() {
     // Every call below would trap in the driver: INVALID_ARGUMENT proves it never ran.
     let d = misbehaving("trap", "");
     let mut c = Csi::connect(&d.csi_socket()).await;
-    let (staging, target) = csi::pod_paths(&d.dir);
+    let (staging, target) = csi::pod_paths(&d.kubelet_dir());
 
     let mut failures: Vec<(&str, tonic::Status)> = Vec::new();
     let mut expect_invalid = |what: &'static str, r: Result<(), tonic::Status>| match r {
@@ -279,7 +279,7 @@ async fn hostile_plan_is_refused(mode: &str) {
     let mut c = Csi::connect(&d.csi_socket()).await;
     let etc_before = csi::mount_points_under(Path::new("/etc"));
     let elsewhere_before = csi::is_mount_point(Path::new("/tmp/elsewhere"));
-    let (staging, target) = csi::pod_paths(&d.dir);
+    let (staging, target) = csi::pod_paths(&d.kubelet_dir());
 
     let err = c
         .node
@@ -365,7 +365,7 @@ async fn plan_for_another_target_is_refused() {
 async fn well_behaved_plan_is_mounted() {
     let d = misbehaving("ok", "");
     let mut c = Csi::connect(&d.csi_socket()).await;
-    let (staging, target) = csi::pod_paths(&d.dir);
+    let (staging, target) = csi::pod_paths(&d.kubelet_dir());
     c.node
         .node_stage_volume(csi::stage_request("vol-ok", &staging))
         .await
@@ -491,7 +491,7 @@ async fn path_spellings_share_one_record() {
                 .volume_id,
         );
     }
-    let (_, target) = csi::pod_paths(&d.dir);
+    let (_, target) = csi::pod_paths(&d.kubelet_dir());
     let t = target.to_string_lossy().into_owned();
     let slash = std::path::PathBuf::from(format!("{t}/"));
     let dot = std::path::PathBuf::from(format!("{}/./mount", target.parent().unwrap().display()));

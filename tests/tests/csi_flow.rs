@@ -5,9 +5,12 @@ use wasmgate_tests::csi::{self, Csi, pb};
 use wasmgate_tests::{Daemon, TEST_NODE, unique};
 
 fn pod_dirs(d: &Daemon) -> (std::path::PathBuf, std::path::PathBuf) {
-    let pod = d.dir.join(unique("pod-"));
-    let staging = pod.join("globalmount");
-    let target = pod.join("volumes/kubernetes.io~csi/pv1/mount");
+    let staging = csi::staging_dir(&d.kubelet_dir());
+    let target = d
+        .kubelet_dir()
+        .join("pods")
+        .join(unique("pod-"))
+        .join("volumes/kubernetes.io~csi/pv1/mount");
     std::fs::create_dir_all(&staging).unwrap();
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     (staging, target)

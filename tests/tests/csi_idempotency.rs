@@ -60,7 +60,7 @@ impl Node {
     async fn start(extra: &str) -> Self {
         let d = Daemon::start_csi(extra);
         let c = Csi::connect(&d.csi_socket()).await;
-        let (staging, target) = csi::pod_paths(&d.dir);
+        let (staging, target) = csi::pod_paths(&d.kubelet_dir());
         Self {
             d,
             c,

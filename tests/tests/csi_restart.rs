@@ -75,7 +75,7 @@ async fn state_survives_a_graceful_restart() {
     let mut c = Csi::connect(&d.csi_socket()).await;
     let vol = create(&mut c, "pvc-restart").await;
     let other = create(&mut c, "pvc-restart-idle").await;
-    let (staging, target) = csi::pod_paths(&d.dir);
+    let (staging, target) = csi::pod_paths(&d.kubelet_dir());
     stage_and_publish(&mut c, &vol, &staging, &target).await;
     std::fs::write(target.join("kept.txt"), "before the restart").unwrap();
     let snap = c
@@ -172,7 +172,7 @@ async fn kill9_between_publish_and_unpublish() {
     let mut d = Daemon::start_csi("");
     let mut c = Csi::connect(&d.csi_socket()).await;
     let vol = create(&mut c, "pvc-kill").await;
-    let (staging, target) = csi::pod_paths(&d.dir);
+    let (staging, target) = csi::pod_paths(&d.kubelet_dir());
     stage_and_publish(&mut c, &vol, &staging, &target).await;
     std::fs::create_dir_all(target.join("nested/dir")).unwrap();
     std::fs::write(target.join("nested/dir/data.bin"), [7u8; 4096]).unwrap();
@@ -245,7 +245,7 @@ async fn kill9_during_a_slow_publish() {
     let mut d = Daemon::start_csi("timeout_ms = 5000\nconfig = { latency-ms = \"600\" }");
     let mut c = Csi::connect(&d.csi_socket()).await;
     let vol = create(&mut c, "pvc-slow").await;
-    let (staging, target) = csi::pod_paths(&d.dir);
+    let (staging, target) = csi::pod_paths(&d.kubelet_dir());
     c.node
         .node_stage_volume(csi::stage_request(&vol, &staging))
         .await

@@ -345,8 +345,10 @@ struct Sanity {
     /// The daemon, when this case has one of its own (otherwise it is shared, see [`shared`]).
     own: Option<Daemon>,
     c: Csi,
-    /// This case's directory: the daemon's own, or one under the shared daemon's.
-    root: PathBuf,
+    /// This case's directories, one under each of kubelet's, `[csi] kubelet_dir` being the
+    /// daemon's `Daemon::kubelet_dir`: `pods/<case>` and `plugins/kubernetes.io/csi/<case>`,
+    /// as csi-sanity's `--csi.mountdir` and `--csi.stagingdir` must now lie under them.
+    roots: [PathBuf; 2],
     /// The directory the driver is granted (`Daemon::csi_data`).
     data: PathBuf,
     /// `sc.TargetPath`: the *parent* of the publish target `target()`.
@@ -366,7 +368,8 @@ extern "C" fn stop_shared_daemons() {
     drop(daemons);
 }
 
-/// The shared daemon for `plugin_extra`: its CSI socket, its directory and the driver's data.
+/// The shared daemon for `plugin_extra`: its CSI socket, its kubelet directory and the driver's
+/// data.
 fn shared(plugin_extra: &str) -> (PathBuf, PathBuf, PathBuf) {
     static AT_EXIT: Once = Once::new();
     AT_EXIT.call_once(|| {
@@ -378,21 +381,28 @@ fn shared(plugin_extra: &str) -> (PathBuf, PathBuf, PathBuf) {
         daemons.push((plugin_extra.to_string(), Daemon::start_csi(plugin_extra)));
     }
     let (_, d) = daemons.iter().find(|(k, _)| k == plugin_extra).unwrap();
-    (d.csi_socket(), d.dir.clone(), d.csi_data())
+    (d.csi_socket(), d.kubelet_dir(), d.csi_data())
 }
 
 impl Sanity {
-    async fn with(own: Option<Daemon>, socket: PathBuf, root: PathBuf, data: PathBuf) -> Self {
+    async fn with(own: Option<Daemon>, socket: PathBuf, kubelet: PathBuf, data: PathBuf) -> Self {
         let c = Csi::connect(&socket).await;
-        std::fs::create_dir_all(&root).unwrap();
-        let target_parent = root.join("csi-mount");
-        let staging = root.join("csi-staging");
+        let case = wasmgate_tests::unique("case-");
+        let roots = [
+            kubelet.join("pods").join(&case),
+            kubelet.join("plugins/kubernetes.io/csi").join(&case),
+        ];
+        for r in &roots {
+            std::fs::create_dir_all(r).unwrap();
+        }
+        let target_parent = roots[0].join("csi-mount");
+        let staging = roots[1].join("csi-staging");
         std::fs::create_dir(&target_parent).unwrap();
         std::fs::create_dir(&staging).unwrap();
         Self {
             own,
             c,
-            root,
+            roots,
             data,
             target_parent,
             staging,
@@ -402,14 +412,8 @@ impl Sanity {
 
     /// A case on the shared daemon for `plugin_extra`.
     async fn start(plugin_extra: &str) -> Self {
-        let (socket, dir, data) = shared(plugin_extra);
-        Self::with(
-            None,
-            socket,
-            dir.join(wasmgate_tests::unique("case-")),
-            data,
-        )
-        .await
+        let (socket, kubelet, data) = shared(plugin_extra);
+        Self::with(None, socket, kubelet, data).await
     }
 
     /// A case on the shared daemon without extra configuration.
@@ -420,8 +424,8 @@ impl Sanity {
     /// A case with a daemon of its own: for the cases that count every volume or snapshot.
     async fn own(plugin_extra: &str) -> Self {
         let d = Daemon::start_csi(plugin_extra);
-        let (socket, root, data) = (d.csi_socket(), d.dir.clone(), d.csi_data());
-        Self::with(Some(d), socket, root, data).await
+        let (socket, kubelet, data) = (d.csi_socket(), d.kubelet_dir(), d.csi_data());
+        Self::with(Some(d), socket, kubelet, data).await
     }
 
     /// `sc.TargetPath + "/target"`.
@@ -776,10 +780,10 @@ impl Sanity {
             .unwrap_or_else(|e| panic!("remove {}: {e}", self.target_parent.display()));
         std::fs::remove_dir(&self.staging)
             .unwrap_or_else(|e| panic!("remove {}: {e}", self.staging.display()));
-        let left = csi::mount_points_under(&self.root);
-        assert!(left.is_empty(), "mounts left behind: {left:?}");
-        if self.own.is_none() {
-            std::fs::remove_dir(&self.root).unwrap();
+        for root in &self.roots {
+            let left = csi::mount_points_under(root);
+            assert!(left.is_empty(), "mounts left behind: {left:?}");
+            std::fs::remove_dir(root).unwrap();
         }
         self.own
     }

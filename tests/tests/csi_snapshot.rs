@@ -81,7 +81,7 @@ async fn snapshot(c: &mut Csi, name: &str, source: &str) -> pb::Snapshot {
 
 /// Publishes `vol` (without staging) at a fresh target under the daemon dir.
 async fn publish(c: &mut Csi, d: &Daemon, vol: &str) -> std::path::PathBuf {
-    let (_, target) = csi::pod_paths(&d.dir);
+    let (_, target) = csi::pod_paths(&d.kubelet_dir());
     c.node
         .node_publish_volume(csi::publish_request(vol, None, &target, false))
         .await

@@ -449,8 +449,8 @@ async fn every_client_on_every_socket_of_a_builtin_node() {
             TEST_DRIVER,
             "--node",
             TEST_NODE,
-            "--workdir",
-            &d.dir.to_string_lossy(),
+            "--kubelet-dir",
+            &d.kubelet_dir().to_string_lossy(),
             "--name",
             &format!("pvc-{tag}"),
         ]

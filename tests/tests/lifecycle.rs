@@ -46,7 +46,8 @@ impl Run {
     }
 }
 
-/// `wasmgate lifecycle` against `d`, with TMPDIR (where it stages and publishes) set to `tmp`.
+/// `wasmgate lifecycle` against `d`, staging and publishing under `tmp`, the daemon's
+/// `[csi] kubelet_dir`.
 fn lifecycle(d: &Daemon, csi_socket: &Path, tmp: &Path) -> Run {
     std::fs::create_dir_all(tmp).unwrap();
     let out = Command::new(bin("wasmgate"))
@@ -56,7 +57,8 @@ fn lifecycle(d: &Daemon, csi_socket: &Path, tmp: &Path) -> Run {
         .arg("--csi")
         .arg(csi_socket)
         .arg("--json")
-        .env("TMPDIR", tmp)
+        .arg("--kubelet-dir")
+        .arg(tmp)
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
@@ -125,7 +127,7 @@ async fn assert_nothing_left(d: &Daemon, run: &Run, tmp: &Path) {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert!(files.is_empty(), "temp dirs left: {files:?}\n{ctx}");
+    assert!(files.is_empty(), "volume dirs left: {files:?}\n{ctx}");
 
     // DEL answers once the pod is cut off; the kernel destroys the host veth right behind it.
     eventually("the pod's host veth is destroyed", || {
@@ -144,7 +146,7 @@ fn inject_hook() -> [(&'static str, PathBuf, &'static str); 1] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_lives_and_is_torn_down_through_cri_cni_and_csi() {
     let d = node(true, &inject_hook());
-    let tmp = d.dir.join("tmp");
+    let tmp = d.kubelet_dir();
     let run = lifecycle(&d, &d.csi_socket(), &tmp);
     let ctx = run.context();
     assert_eq!(run.exit, 0, "{ctx}\n{}", d.log());
@@ -172,7 +174,7 @@ async fn a_pod_lives_and_is_torn_down_through_cri_cni_and_csi() {
             "StopPodSandbox",
             "pod network removed",
             "RemovePodSandbox",
-            "remove temp dirs",
+            "remove volume dirs",
         ],
         "{ctx}"
     );
@@ -243,7 +245,7 @@ async fn a_pod_lives_and_is_torn_down_through_cri_cni_and_csi() {
 async fn without_a_csi_socket_the_volume_is_skipped_and_the_rest_passes() {
     let d = node(false, &inject_hook());
     assert!(!d.csi_socket().exists());
-    let tmp = d.dir.join("tmp");
+    let tmp = d.kubelet_dir();
     let run = lifecycle(&d, &d.csi_socket(), &tmp);
     let ctx = run.context();
     assert_eq!(run.exit, 0, "{ctx}\n{}", d.log());
@@ -293,7 +295,7 @@ async fn without_a_csi_socket_the_volume_is_skipped_and_the_rest_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_output_marks_each_step_and_fails_with_a_clear_message() {
     let d = node(false, &inject_hook());
-    let tmp = d.dir.join("tmp");
+    let tmp = d.kubelet_dir();
     std::fs::create_dir_all(&tmp).unwrap();
     let out = Command::new(bin("wasmgate"))
         .arg("lifecycle")
@@ -301,7 +303,8 @@ async fn text_output_marks_each_step_and_fails_with_a_clear_message() {
         .arg(d.cri_socket())
         .arg("--csi")
         .arg(d.csi_socket())
-        .env("TMPDIR", &tmp)
+        .arg("--kubelet-dir")
+        .arg(&tmp)
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
@@ -324,7 +327,8 @@ async fn text_output_marks_each_step_and_fails_with_a_clear_message() {
         .arg("lifecycle")
         .arg("--cri")
         .arg(&missing)
-        .env("TMPDIR", &tmp)
+        .arg("--kubelet-dir")
+        .arg(&tmp)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -349,7 +353,7 @@ async fn a_denied_container_fails_the_run_and_everything_is_still_torn_down() {
             "config = { env-name = \"A=B\" }",
         )],
     );
-    let tmp = d.dir.join("tmp");
+    let tmp = d.kubelet_dir();
     let run = lifecycle(&d, &d.csi_socket(), &tmp);
     let ctx = run.context();
     assert_eq!(run.exit, 1, "{ctx}");
@@ -370,7 +374,7 @@ async fn a_denied_container_fails_the_run_and_everything_is_still_torn_down() {
             "StopPodSandbox",
             "pod network removed",
             "RemovePodSandbox",
-            "remove temp dirs",
+            "remove volume dirs",
         ],
         "{ctx}"
     );
@@ -389,7 +393,7 @@ async fn a_denied_container_fails_the_run_and_everything_is_still_torn_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_that_does_not_network_its_pods_fails_the_run_clearly() {
     let d = Daemon::start_node(false, &inject_hook());
-    let tmp = d.dir.join("tmp");
+    let tmp = d.kubelet_dir();
     let run = lifecycle(&d, &d.csi_socket(), &tmp);
     let ctx = run.context();
     assert_eq!(run.exit, 1, "{ctx}");

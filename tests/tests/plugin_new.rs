@@ -265,7 +265,7 @@ async fn rust_storage_plugin_builds_and_answers_csi_identity() {
         .await
         .unwrap_err();
     assert_eq!(create.code(), Code::Unimplemented, "{create:?}");
-    let (_, target) = csi::pod_paths(&d.dir);
+    let (_, target) = csi::pod_paths(&d.kubelet_dir());
     let publish = c
         .node
         .node_publish_volume(csi::publish_request("v1", None, &target, false))

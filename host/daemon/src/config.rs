@@ -175,8 +175,17 @@ pub struct CsiSection {
     pub driver: String,
     /// The storage plugin (declared under `[plugins]` with `world = "storage"`) that serves it.
     pub plugin: String,
-    /// Default `/var/lib/kubelet/plugins/<driver>/csi.sock`.
+    /// The socket kubelet calls: Identity and Node, and Controller too unless
+    /// `controller_socket` is set. Default `/var/lib/kubelet/plugins/<driver>/csi.sock`.
     pub socket: Option<PathBuf>,
+    /// When set, Identity and Controller (and GroupController) are served here and no longer on
+    /// `socket`, which keeps Identity and Node: the controller sidecars run in containers and
+    /// need never reach the RPCs that mount on the host. Default unset: one socket for all.
+    pub controller_socket: Option<PathBuf>,
+    /// kubelet's root directory. Node RPCs only mount on, unmount and remove paths below it:
+    /// staging paths under `<kubelet_dir>/plugins/kubernetes.io/csi/`, publish targets under
+    /// `<kubelet_dir>/pods/`. Default `/var/lib/kubelet`.
+    pub kubelet_dir: PathBuf,
     /// Serve kubelet's plugin-registration API, so no node-driver-registrar sidecar is needed.
     pub registration: bool,
     pub registration_dir: PathBuf,
@@ -190,6 +199,8 @@ impl Default for CsiSection {
             driver: DEFAULT_DRIVER.to_string(),
             plugin: "hostpath".to_string(),
             socket: None,
+            controller_socket: None,
+            kubelet_dir: "/var/lib/kubelet".into(),
             registration: true,
             registration_dir: "/var/lib/kubelet/plugins_registry".into(),
             node_id: None,
@@ -679,6 +690,23 @@ impl Config {
                         theirs.display()
                     ));
                 }
+            }
+            // Every node RPC's path is judged against it, so it must not depend on the cwd.
+            if !csi.kubelet_dir.is_absolute()
+                || csi
+                    .kubelet_dir
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "csi.kubelet_dir {} must be an absolute path without '..'",
+                    csi.kubelet_dir.display()
+                )));
+            }
+            if csi.controller_socket.as_ref() == Some(&csi.socket_path()) {
+                return Err(ConfigError::Invalid(
+                    "csi.controller_socket must differ from csi.socket".into(),
+                ));
             }
         }
         Ok(())

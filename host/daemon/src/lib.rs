@@ -236,20 +236,33 @@ pub async fn run_with(
             registry.clone(),
             csi.plugin.clone(),
             cfg.data_dir(&csi.plugin, p),
+            &csi.kubelet_dir,
             effects.mounts,
             records.clone(),
             trace.clone(),
         ));
         let path = csi.socket_path();
-        // kubelet and the sidecars run as root; nobody else has business on this socket.
-        let listener = socket::bind(&path, 0o600).map_err(io("bind csi socket", &path))?;
-        let incoming = grpc::Incoming::new(listener, "csi", &path, trace.clone());
-        grpc_tasks.push(tokio::spawn(async move {
-            if let Err(e) = csi::server::serve(incoming, svc, std::future::pending()).await {
-                tracing::error!("csi server stopped: {e}");
-            }
-        }));
-        tracing::info!(csi = %path.display(), driver = %csi.driver, "serving csi");
+        let mut sockets = vec![(path.clone(), csi::server::Services::All)];
+        if let Some(ctl) = &csi.controller_socket {
+            sockets = vec![
+                (path.clone(), csi::server::Services::Node),
+                (ctl.clone(), csi::server::Services::Controller),
+            ];
+        }
+        for (sock, services) in sockets {
+            // kubelet and the sidecars run as root; nobody else has business on this socket.
+            let listener = socket::bind(&sock, 0o600).map_err(io("bind csi socket", &sock))?;
+            let incoming = grpc::Incoming::new(listener, "csi", &sock, trace.clone());
+            let svc = svc.clone();
+            grpc_tasks.push(tokio::spawn(async move {
+                if let Err(e) =
+                    csi::server::serve(incoming, svc, services, std::future::pending()).await
+                {
+                    tracing::error!("csi server stopped: {e}");
+                }
+            }));
+            tracing::info!(csi = %sock.display(), ?services, driver = %csi.driver, "serving csi");
+        }
         if csi.registration {
             let reg_path = csi.registration_socket();
             let listener = socket::bind(&reg_path, 0o600)
@@ -289,6 +302,9 @@ pub async fn run_with(
     }
     if let Some(csi) = &cfg.csi {
         let _ = std::fs::remove_file(csi.socket_path());
+        if let Some(ctl) = &csi.controller_socket {
+            let _ = std::fs::remove_file(ctl);
+        }
         let _ = std::fs::remove_file(csi.registration_socket());
     }
     Ok(())

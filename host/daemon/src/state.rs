@@ -209,6 +209,10 @@ pub struct MountRecord {
     pub path: std::path::PathBuf,
     pub readonly: bool,
     pub mounts: Vec<wasmgate_effects::Mount>,
+    /// Unpublished: unmounted and the plugin told, but the target directory could not be
+    /// removed (something was left in it). A retry only removes the directory.
+    #[serde(default)]
+    pub unpublished: bool,
 }
 
 impl Records {

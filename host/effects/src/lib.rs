@@ -53,7 +53,8 @@
 //!
 //! ```text
 //! plugin stage/publish -> plan -> validate_mounts(plan, ctx) -> Vec<Mount> -> MountEffects::mount
-//! plugin unstage/unpublish                                   -> MountEffects::unmount(target)
+//! plugin unstage/unpublish                                   -> MountEffects::unmount(target),
+//!                                                               then remove_target (unpublish)
 //! NodeGetVolumeStats                                         -> MountEffects::usage(path)
 //! ```
 //!

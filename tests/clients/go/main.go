@@ -504,14 +504,14 @@ func wantEvents(seen []*cri.ContainerEventResponse, id string) error {
 // ---- CSI --------------------------------------------------------------------------------------
 
 type csiOpts struct {
-	driver, node, workdir, name string
+	driver, node, kubeletDir, name string
 }
 
 func csiFlags(fs *flag.FlagSet) func(*grpc.ClientConn, *report) {
 	o := &csiOpts{}
 	fs.StringVar(&o.driver, "driver", "", "the driver name GetPluginInfo must report")
 	fs.StringVar(&o.node, "node", "", "the node ID NodeGetInfo must report")
-	fs.StringVar(&o.workdir, "workdir", "", "where to lay out the pod's staging and target paths, as kubelet does")
+	fs.StringVar(&o.kubeletDir, "kubelet-dir", "", "the daemon's [csi] kubelet_dir, under which to lay out the staging and target paths as kubelet does")
 	fs.StringVar(&o.name, "name", "pvc-foreign", "the volume's name")
 	return func(conn *grpc.ClientConn, r *report) { runCSI(conn, r, o) }
 }
@@ -565,9 +565,9 @@ func runCSI(conn *grpc.ClientConn, r *report, o *csiOpts) {
 	}
 
 	// kubelet creates the staging directory and the target's parent; the driver the rest.
-	pod := filepath.Join(o.workdir, fmt.Sprintf("%s-%d", o.name, os.Getpid()))
-	staging := filepath.Join(pod, "globalmount")
-	target := filepath.Join(pod, "volumes/kubernetes.io~csi", o.name, "mount")
+	pod := fmt.Sprintf("%s-%d", o.name, os.Getpid())
+	staging := filepath.Join(o.kubeletDir, "plugins/kubernetes.io/csi", o.driver, pod, "globalmount")
+	target := filepath.Join(o.kubeletDir, "pods", pod, "volumes/kubernetes.io~csi", o.name, "mount")
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		r.fail("setup", "%v", err)
 		return

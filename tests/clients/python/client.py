@@ -386,9 +386,9 @@ def run_csi(ch, r, a):
         return
 
     # kubelet creates the staging directory and the target's parent; the driver the rest.
-    pod = os.path.join(a.workdir, f"{a.name}-{os.getpid()}")
-    staging = os.path.join(pod, "globalmount")
-    target = os.path.join(pod, "volumes/kubernetes.io~csi", a.name, "mount")
+    pod = f"{a.name}-{os.getpid()}"
+    staging = os.path.join(a.kubelet_dir, "plugins/kubernetes.io/csi", a.driver or "driver", pod, "globalmount")
+    target = os.path.join(a.kubelet_dir, "pods", pod, "volumes/kubernetes.io~csi", a.name, "mount")
     os.makedirs(staging, exist_ok=True)
     os.makedirs(os.path.dirname(target), exist_ok=True)
 
@@ -524,7 +524,7 @@ def main():
         elif name == "csi":
             s.add_argument("--driver", default="")
             s.add_argument("--node", default="")
-            s.add_argument("--workdir", required=True)
+            s.add_argument("--kubelet-dir", required=True)
             s.add_argument("--name", default="pvc-foreign")
         else:
             s.add_argument("--driver", default="")

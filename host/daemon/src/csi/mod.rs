@@ -1,7 +1,9 @@
-//! The CSI front door: Identity, Controller and Node on one unix socket, served by a storage
-//! plugin, plus kubelet's plugin-registration socket.
+//! The CSI front door: Identity, Controller and Node on one unix socket (or Identity and Node on
+//! kubelet's, Identity and Controller on the sidecars', see [`server::Services`]), served by a
+//! storage plugin, plus kubelet's plugin-registration socket.
 //!
-//! A call goes: gRPC decode → [`ServiceError::Invalid`] checks of required fields → the
+//! A call goes: gRPC decode → [`ServiceError::Invalid`] checks of required fields (and, for node
+//! paths, [`paths`]: under kubelet's directories) → the
 //! per-volume [`locks`] (ABORTED) → capability gate (UNIMPLEMENTED) → the plugin, in a fresh
 //! instance → for stage and publish, the plugin's mount plan is checked by
 //! [`wasmgate_effects::validate_mounts`], recorded, then mounted → one trace record. Failures
@@ -14,6 +16,7 @@ mod group_controller;
 mod identity;
 mod locks;
 mod node;
+pub mod paths;
 pub mod registration;
 pub mod server;
 
@@ -45,6 +48,8 @@ pub struct CsiService {
     trace: Arc<Trace>,
     /// The host directory the plugin sees as `/data`: bind sources must resolve inside it.
     grant: PathBuf,
+    /// Where node RPCs may mount and unmount.
+    paths: paths::KubeletPaths,
     caps: Mutex<Option<(u64, Arc<Caps>)>>,
 }
 
@@ -63,11 +68,13 @@ impl CsiService {
         registry: Arc<Registry>,
         plugin: String,
         grant: PathBuf,
+        kubelet_dir: &std::path::Path,
         mounts: Arc<dyn MountEffects>,
         records: Arc<Records>,
         trace: Arc<Trace>,
     ) -> Self {
         Self {
+            paths: paths::KubeletPaths::new(kubelet_dir),
             registry,
             plugin,
             mounts,

@@ -1,5 +1,7 @@
 //! csi.v1.Node. Stage and publish carry out the plugin's mount plan; unstage and unpublish undo
 //! what the host recorded, whatever the plugin says, so a crash in between never strands a mount.
+//! Every path must lie in kubelet's directories ([`super::paths`]), and the host mounts on,
+//! unmounts and removes only what it has a record of: a mount point without one is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use wasmgate_engine::bindings::csi_node as wn;
 use wasmgate_engine::bindings::csi_types::NodeCapability as Cap;
 use wasmgate_proto::csi::v1 as pb;
 
+use super::paths::Area;
 use super::{CsiService, ServiceError, convert, required, required_path, volume_key};
 use crate::state::{MountKind, MountRecord};
 
@@ -55,6 +58,7 @@ impl CsiService {
             path: path.to_path_buf(),
             readonly,
             mounts: mounts.clone(),
+            unpublished: false,
         };
         self.records.put_mount(&rec)?;
         let effects = self.mounts.clone();
@@ -62,6 +66,14 @@ impl CsiService {
         let remove_dir = kind == MountKind::Publish;
         let out = tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
             for m in &mounts {
+                // The caller found no foreign mount before the plugin ran; one that came since
+                // is refused too, and is not ours to roll back.
+                if effects.is_mounted(&m.target)? {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "{} became a mount point the host has no record of; not mounting on it",
+                        m.target.display()
+                    )));
+                }
                 if let Err(e) = effects.mount(m) {
                     let _ = effects.unmount(&target, remove_dir);
                     return Err(e.into());
@@ -77,22 +89,66 @@ impl CsiService {
         out
     }
 
-    /// Unmounts whatever is at `path` (recorded or not: the record may predate a crash, or be
-    /// lost with one), then forgets the record.
-    async fn undo(&self, path: &Path, remove_dir: bool) -> Result<(), ServiceError> {
+    /// Unmounts what the host mounted at `path`, which has a record: a mount there without one
+    /// is someone else's and never reaches this. The record stays until the caller is done.
+    async fn unmount(&self, path: &Path) -> Result<(), ServiceError> {
         let effects = self.mounts.clone();
         let target = path.to_path_buf();
-        tokio::task::spawn_blocking(move || effects.unmount(&target, remove_dir))
+        tokio::task::spawn_blocking(move || effects.unmount(&target, false))
             .await
             .map_err(|e| ServiceError::Task(e.to_string()))??;
-        self.records.remove_mount(path)?;
         Ok(())
     }
 
-    /// The recorded mount at `path`, if it is for `volume_id`; ALREADY_EXISTS-style conflicts are
-    /// the caller's to judge.
+    /// Removes a publish target the host unmounted, then its record. When the directory cannot
+    /// go, the record stays, marked unpublished, and the answer says the volume is unpublished
+    /// but the directory is left: the plugin has been told, so DeleteVolume is not held up, and
+    /// a retry once the directory is empty finishes the job.
+    async fn remove_target(&self, rec: &MountRecord) -> Result<(), ServiceError> {
+        let effects = self.mounts.clone();
+        let target = rec.path.clone();
+        let removed = tokio::task::spawn_blocking(move || effects.remove_target(&target))
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))?;
+        if let Err(e) = removed {
+            tracing::error!(plugin = %self.plugin, volume_id = %rec.volume_id, path = ?rec.path, "unpublished, but the target directory stays: {e}");
+            if !rec.unpublished {
+                self.records.put_mount(&MountRecord {
+                    unpublished: true,
+                    ..rec.clone()
+                })?;
+            }
+            return Err(ServiceError::FailedPrecondition(format!(
+                "volume {} is unpublished and unmounted, but its target path could not be removed: {e}; remove what is left in it and retry",
+                rec.volume_id
+            )));
+        }
+        self.records.remove_mount(&rec.path)?;
+        Ok(())
+    }
+
+    /// The recorded mount at `path`, if any; conflicts are the caller's to judge.
     fn recorded(&self, path: &Path) -> Result<Option<MountRecord>, ServiceError> {
         Ok(self.records.mount(path)?)
+    }
+
+    /// FAILED_PRECONDITION when `path` is a mount point the host has no record of. It is
+    /// someone else's: mounting on it would hand it to the plugin (a publish from a foreign
+    /// staging mount exposes its files), and unmounting it would take it from its owner. Not
+    /// ALREADY_EXISTS, which the spec keeps for this volume published there incompatibly.
+    async fn refuse_foreign(&self, path: &Path, field: &str) -> Result<(), ServiceError> {
+        let effects = self.mounts.clone();
+        let target = path.to_path_buf();
+        let mounted = tokio::task::spawn_blocking(move || effects.is_mounted(&target))
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))??;
+        if mounted {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{field} {} is a mount point the host has no record of; it is not this driver's to mount on or unmount",
+                path.display()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -151,21 +207,28 @@ impl pb::node_server::Node for Node {
         );
         let out = async {
             required(&req.volume_id, "volume_id")?;
-            let path = required_path(&req.staging_target_path, "staging_target_path")?;
+            let path = self.0.paths.check(
+                &req.staging_target_path,
+                "staging_target_path",
+                Area::Staging,
+            )?;
             let cap = convert::required_capability(req.volume_capability)?;
             call.require_node(Cap::StageUnstageVolume).await?;
             let _guard = call.lock(&[volume_key(&req.volume_id)])?;
-            if let Some(rec) = self.0.recorded(&path)? {
-                if rec.volume_id != req.volume_id {
+            match self.0.recorded(&path)? {
+                Some(rec) if rec.volume_id != req.volume_id => {
                     return Err(already_exists(format!(
                         "{} already stages volume {}",
                         path.display(),
                         rec.volume_id
                     )));
                 }
-                if still_mounted(&self.0, &rec).await {
-                    return Ok(pb::NodeStageVolumeResponse {});
+                Some(rec) => {
+                    if still_mounted(&self.0, &rec).await {
+                        return Ok(pb::NodeStageVolumeResponse {});
+                    }
                 }
+                None => self.0.refuse_foreign(&path, "staging_target_path").await?,
             }
             let wreq = wn::StageRequest {
                 volume_id: req.volume_id.clone(),
@@ -204,22 +267,29 @@ impl pb::node_server::Node for Node {
         );
         let out = async {
             required(&req.volume_id, "volume_id")?;
-            let path = required_path(&req.staging_target_path, "staging_target_path")?;
+            let path = self.0.paths.check(
+                &req.staging_target_path,
+                "staging_target_path",
+                Area::Staging,
+            )?;
             call.require_node(Cap::StageUnstageVolume).await?;
             let _guard = call.lock(&[volume_key(&req.volume_id)])?;
-            // Another volume's staging mount is not this call's to take down.
-            if let Some(rec) = self.0.recorded(&path)?
-                && rec.volume_id != req.volume_id
-            {
-                return Err(ServiceError::NotFound(format!(
-                    "staging path {} holds volume {}, not {}",
-                    path.display(),
-                    rec.volume_id,
-                    req.volume_id
-                )));
+            let rec = self.0.recorded(&path)?;
+            match &rec {
+                // Another volume's staging mount is not this call's to take down.
+                Some(rec) if rec.volume_id != req.volume_id => {
+                    return Err(ServiceError::NotFound(format!(
+                        "staging path {} holds volume {}, not {}",
+                        path.display(),
+                        rec.volume_id,
+                        req.volume_id
+                    )));
+                }
+                // kubelet owns the staging directory; only what was mounted on it goes.
+                Some(_) => self.0.unmount(&path).await?,
+                // Nothing of ours there: the spec's idempotent success, unless it is a mount.
+                None => self.0.refuse_foreign(&path, "staging_target_path").await?,
             }
-            // kubelet owns the staging directory; only what was mounted on it goes.
-            self.0.undo(&path, false).await?;
             let staging = path.to_string_lossy().into_owned();
             call.plugin(async move |p, s| {
                 p.wasmgate_plugin_node()
@@ -227,6 +297,9 @@ impl pb::node_server::Node for Node {
                     .await
             })
             .await??;
+            if rec.is_some() {
+                self.0.records.remove_mount(&path)?;
+            }
             Ok(pb::NodeUnstageVolumeResponse {})
         }
         .await;
@@ -247,13 +320,17 @@ impl pb::node_server::Node for Node {
         );
         let out = async {
             required(&req.volume_id, "volume_id")?;
-            let path = required_path(&req.target_path, "target_path")?;
+            let path = self
+                .0
+                .paths
+                .check(&req.target_path, "target_path", Area::Target)?;
             let cap = convert::required_capability(req.volume_capability)?;
             let stages = call.caps().await?.node.contains(&Cap::StageUnstageVolume);
             let staging = if stages && !req.staging_target_path.is_empty() {
-                Some(required_path(
+                Some(self.0.paths.check(
                     &req.staging_target_path,
                     "staging_target_path",
+                    Area::Staging,
                 )?)
             } else {
                 None
@@ -272,8 +349,8 @@ impl pb::node_server::Node for Node {
                     }
                 }
             }
-            if let Some(rec) = self.0.recorded(&path)? {
-                if rec.volume_id != req.volume_id || rec.readonly != req.readonly {
+            match self.0.recorded(&path)?.filter(|r| !r.unpublished) {
+                Some(rec) if rec.volume_id != req.volume_id || rec.readonly != req.readonly => {
                     return Err(already_exists(format!(
                         "{} already publishes volume {} (readonly {})",
                         path.display(),
@@ -281,10 +358,26 @@ impl pb::node_server::Node for Node {
                         rec.readonly
                     )));
                 }
-                if still_mounted(&self.0, &rec).await {
-                    return Ok(pb::NodePublishVolumeResponse {});
+                Some(rec) if !rec.mounts.is_empty() => {
+                    if still_mounted(&self.0, &rec).await {
+                        return Ok(pb::NodePublishVolumeResponse {});
+                    }
                 }
+                // No record, one of a publish cut before it mounted, or only a directory an
+                // unpublish left: a mount there is foreign.
+                _ => self.0.refuse_foreign(&path, "target_path").await?,
             }
+            // Recorded before the plugin runs, so that an unpublish after a crash in between
+            // still removes the target; the mounts are filled in once the plan is checked.
+            self.0.records.put_mount(&MountRecord {
+                kind: MountKind::Publish,
+                volume_id: req.volume_id.clone(),
+                plugin: self.0.plugin.clone(),
+                path: path.clone(),
+                readonly: req.readonly,
+                mounts: Vec::new(),
+                unpublished: false,
+            })?;
             let wreq = wn::PublishRequest {
                 volume_id: req.volume_id.clone(),
                 publish_context: convert::map(req.publish_context),
@@ -298,11 +391,19 @@ impl pb::node_server::Node for Node {
                 secrets: convert::map(req.secrets),
                 volume_context: convert::map(req.volume_context),
             };
-            let plan = call
+            let planned = call
                 .plugin(async move |p, s| {
                     p.wasmgate_plugin_node().call_publish_volume(s, &wreq).await
                 })
-                .await??;
+                .await
+                .and_then(|r| r.map_err(ServiceError::from));
+            let plan = match planned {
+                Ok(plan) => plan,
+                Err(e) => {
+                    self.0.records.remove_mount(&path)?;
+                    return Err(e);
+                }
+            };
             self.0
                 .carry_out(
                     MountKind::Publish,
@@ -333,21 +434,34 @@ impl pb::node_server::Node for Node {
         );
         let out = async {
             required(&req.volume_id, "volume_id")?;
-            let path = required_path(&req.target_path, "target_path")?;
+            let path = self
+                .0
+                .paths
+                .check(&req.target_path, "target_path", Area::Target)?;
             let _guard = call.lock(&[volume_key(&req.volume_id)])?;
-            if let Some(rec) = self.0.recorded(&path)?
-                && rec.volume_id != req.volume_id
-            {
-                return Err(ServiceError::NotFound(format!(
-                    "target path {} holds volume {}, not {}",
-                    path.display(),
-                    rec.volume_id,
-                    req.volume_id
-                )));
+            let rec = self.0.recorded(&path)?;
+            match &rec {
+                Some(rec) if rec.volume_id != req.volume_id => {
+                    return Err(ServiceError::NotFound(format!(
+                        "target path {} holds volume {}, not {}",
+                        path.display(),
+                        rec.volume_id,
+                        req.volume_id
+                    )));
+                }
+                // The plugin was told by an earlier call; only the directory is left to go.
+                Some(rec) if rec.unpublished => {
+                    self.0.refuse_foreign(&path, "target_path").await?;
+                    self.0.remove_target(rec).await?;
+                    return Ok(pb::NodeUnpublishVolumeResponse {});
+                }
+                // Unmount first: an ephemeral volume's data goes with the plugin's unpublish,
+                // and must not vanish from under a mount that is still live.
+                Some(rec) if !rec.mounts.is_empty() => self.0.unmount(&path).await?,
+                // Nothing mounted by us there: the spec's idempotent success, unless it is a
+                // mount. A record without mounts is a publish cut before it mounted.
+                _ => self.0.refuse_foreign(&path, "target_path").await?,
             }
-            // Unmount first: an ephemeral volume's data goes with the plugin's unpublish, and
-            // must not vanish from under a mount that is still live.
-            self.0.undo(&path, true).await?;
             let target = path.to_string_lossy().into_owned();
             call.plugin(async move |p, s| {
                 p.wasmgate_plugin_node()
@@ -355,6 +469,10 @@ impl pb::node_server::Node for Node {
                     .await
             })
             .await??;
+            // Only what the host made goes: a directory it has no record of is kubelet's.
+            if let Some(rec) = &rec {
+                self.0.remove_target(rec).await?;
+            }
             Ok(pb::NodeUnpublishVolumeResponse {})
         }
         .await;

@@ -17,6 +17,7 @@ use crate::EffectError;
 pub enum MountCall {
     Mount(Mount),
     Unmount { target: PathBuf, remove_dir: bool },
+    RemoveTarget(PathBuf),
 }
 
 /// Records calls and models the mounted targets. See the module docs.
@@ -101,6 +102,13 @@ impl MountEffects for RecordingMounts {
             remove_dir,
         });
         state.mounted.remove(&normalize(target));
+        Ok(())
+    }
+
+    fn remove_target(&self, target: &Path) -> Result<(), EffectError> {
+        self.lock()
+            .calls
+            .push(MountCall::RemoveTarget(target.to_path_buf()));
         Ok(())
     }
 

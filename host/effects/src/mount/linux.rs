@@ -106,6 +106,14 @@ impl MountEffects for LinuxMounts {
         }
     }
 
+    fn remove_target(&self, target: &Path) -> Result<(), EffectError> {
+        match fs::remove_dir(target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(EffectError::io("remove mount target", target, e)),
+        }
+    }
+
     fn is_mounted(&self, target: &Path) -> Result<bool, EffectError> {
         let Some(want) = mount_point_path(target)? else {
             return Ok(false);

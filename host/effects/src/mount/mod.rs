@@ -81,7 +81,8 @@ pub trait MountEffects: Send + Sync + 'static {
     /// Mounts `m`, creating the target directory and its parents (mode 0750) when missing.
     ///
     /// A target that is already a mount point is success, whatever is mounted there: kubelet
-    /// retries a publish that it did not see finish. On failure nothing is left behind, neither
+    /// retries a publish that it did not see finish. Whose mount it is, this cannot tell; the
+    /// daemon asks [`MountEffects::is_mounted`] first and refuses one it has no record of. On failure nothing is left behind, neither
     /// a half-done mount nor a directory this call created.
     fn mount(&self, m: &Mount) -> Result<(), EffectError>;
     /// Unmounts everything stacked on `target`, then removes the directory when `remove_dir`.
@@ -91,6 +92,10 @@ pub trait MountEffects: Send + Sync + 'static {
     /// when empty; a non-empty one is [`EffectError::TargetNotEmpty`] and is left alone, since
     /// its content is data that was never ours to delete.
     fn unmount(&self, target: &Path, remove_dir: bool) -> Result<(), EffectError>;
+    /// Removes the (unmounted) target directory; never recursive, and a missing one is success.
+    /// Any other failure is [`EffectError::Io`] with the errno, so that the daemon can report it
+    /// apart from the unmount, which did happen.
+    fn remove_target(&self, target: &Path) -> Result<(), EffectError>;
     /// Whether `target` is a mount point: an exact match of a mount point in the calling
     /// thread's `/proc/thread-self/mountinfo`. Comparing `st_dev` with the parent's would miss a
     /// bind from the same filesystem.

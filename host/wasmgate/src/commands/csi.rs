@@ -73,7 +73,8 @@ enum Command {
     },
     /// Delete a snapshot (DeleteSnapshot).
     DeleteSnapshot { snapshot_id: String },
-    /// Stage a volume at STAGING_PATH, as kubelet does once per node (NodeStageVolume).
+    /// Stage a volume at STAGING_PATH, as kubelet does once per node (NodeStageVolume). The
+    /// daemon accepts only paths under `<kubelet_dir>/plugins/kubernetes.io/csi/`.
     Stage {
         volume_id: String,
         staging_path: PathBuf,
@@ -85,7 +86,8 @@ enum Command {
         volume_id: String,
         staging_path: PathBuf,
     },
-    /// Publish a volume at TARGET_PATH, as kubelet does once per pod (NodePublishVolume).
+    /// Publish a volume at TARGET_PATH, as kubelet does once per pod (NodePublishVolume). The
+    /// daemon accepts only paths under `<kubelet_dir>/pods/`.
     Publish {
         volume_id: String,
         target_path: PathBuf,

@@ -61,6 +61,10 @@ pub struct Args {
     /// skipped.
     #[arg(long, value_name = "PATH", default_value_os_t = CsiSection::default().socket_path())]
     csi: PathBuf,
+    /// kubelet's directory (`[csi] kubelet_dir`): the volume is staged and published under it,
+    /// as kubelet would, since the daemon refuses paths anywhere else.
+    #[arg(long, value_name = "DIR", default_value_os_t = CsiSection::default().kubelet_dir)]
+    kubelet_dir: PathBuf,
     /// Print one JSON object per step instead of text.
     #[arg(long)]
     json: bool,
@@ -277,7 +281,9 @@ struct Created {
     /// The pod's network namespace, as the runtime reported it: gone after StopPodSandbox.
     netns: Option<String>,
     volume: Option<String>,
-    tmp: Option<PathBuf>,
+    /// The directories made for the staging path and the target, deepest first: removed in
+    /// teardown.
+    dirs: Vec<PathBuf>,
     staged: Option<String>,
     published: Option<String>,
     container: Option<String>,
@@ -334,16 +340,6 @@ impl Ctx {
         Ok((c.controller.clone(), c.node.clone()))
     }
 
-    fn staging(&self) -> Option<PathBuf> {
-        self.created.tmp.as_ref().map(|t| t.join("staging"))
-    }
-
-    fn target(&self) -> Option<PathBuf> {
-        self.created
-            .tmp
-            .as_ref()
-            .map(|t| t.join("pod").join("volume"))
-    }
 }
 
 async fn play(args: Args) -> bool {
@@ -722,10 +718,29 @@ async fn csi_setup(r: &mut Report, c: &mut Ctx) -> Option<()> {
     c.csi = Some(clients);
     c.created.volume = Some(volume.volume_id.clone());
     let vid = volume.volume_id.clone();
-    // Where kubelet would stage and publish: a private temp directory, removed in teardown.
-    c.created.tmp = Some(std::env::temp_dir().join(format!("wasmgate-lifecycle-{}", c.short)));
-    let staging = c.staging()?;
-    let target = c.target()?;
+    // Where kubelet would stage and publish, laid out as kubelet does; what is made for them is
+    // removed in teardown.
+    let kubelet = &c.args.kubelet_dir;
+    let staging = kubelet
+        .join("plugins/kubernetes.io/csi/wasmgate-lifecycle")
+        .join(&c.short)
+        .join("globalmount");
+    let target = kubelet
+        .join("pods")
+        .join(&c.uid)
+        .join("volumes/kubernetes.io~csi")
+        .join(format!("pvc-{}", c.short))
+        .join("mount");
+    let mut dirs = missing_dirs(&staging);
+    dirs.extend(missing_dirs(&target));
+    // Without kubelet's directory at all, both share the top ones.
+    dirs.sort_by(|a, b| {
+        (b.components().count())
+            .cmp(&a.components().count())
+            .then(a.cmp(b))
+    });
+    dirs.dedup();
+    c.created.dirs = dirs;
 
     if stages {
         let (_, mut node) = c.csi().ok()?;
@@ -905,26 +920,30 @@ async fn teardown(r: &mut Report, c: &mut Ctx) {
         })
         .await;
     }
-    if let Some(tmp) = c.created.tmp.take() {
-        r.step(t, "remove temp dirs", async {
+    let dirs = std::mem::take(&mut c.created.dirs);
+    if !dirs.is_empty() {
+        r.step(t, "remove volume dirs", async {
             // rmdir only, never a recursive delete: a directory that is still a mount point
             // or still holds data is reported, not emptied.
-            for d in [
-                tmp.join("staging"),
-                tmp.join("pod").join("volume"),
-                tmp.join("pod"),
-                tmp.clone(),
-            ] {
-                match std::fs::remove_dir(&d) {
+            for d in &dirs {
+                match std::fs::remove_dir(d) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => bail!("{} left in place: {e}", d.display()),
                 }
             }
-            Ok(((), vec![("dir", json!(tmp.display().to_string()))]))
+            Ok(((), vec![("dirs", json!(dirs.len()))]))
         })
         .await;
     }
+}
+
+/// `dir` and its ancestors that do not exist yet, deepest first.
+fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect()
 }
 
 // ---- helpers ----
