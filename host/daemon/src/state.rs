@@ -109,7 +109,7 @@ impl Records {
     pub fn set_built(&self, rec: &Record) -> Result<(), StateError> {
         let key = Record::key(&rec.network, &rec.container_id, &rec.target.ifname);
         let bytes = serde_json::to_vec(rec).map_err(err)?;
-        let mut txn = self.db.begin_write().map_err(err)?;
+        let mut txn = off_worker(|| self.db.begin_write()).map_err(err)?;
         txn.set_durability(redb::Durability::Eventual);
         {
             let mut t = txn.open_table(ATTACHMENTS).map_err(err)?;
@@ -118,7 +118,7 @@ impl Records {
                 t.insert(key.as_str(), bytes.as_slice()).map_err(err)?;
             }
         }
-        txn.commit().map_err(err)
+        off_worker(|| txn.commit()).map_err(err)
     }
 
     pub fn remove(&self, key: &str) -> Result<(), StateError> {

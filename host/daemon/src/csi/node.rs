@@ -182,7 +182,7 @@ fn volume_path(value: &str) -> Result<PathBuf, ServiceError> {
 }
 
 fn existing_path(p: &Path, field: &str) -> Result<(), ServiceError> {
-    if !p.exists() {
+    if !crate::blocking::off_worker(|| p.exists()) {
         return Err(ServiceError::NotFound(format!(
             "{field} {} does not exist",
             p.display()

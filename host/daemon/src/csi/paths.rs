@@ -70,7 +70,8 @@ impl KubeletPaths {
         let mut dir = self.root.clone();
         for c in &below[..below.len() - 1] {
             dir.push(c);
-            match std::fs::symlink_metadata(&dir) {
+            // A caller's path can lead into a hung mount: lstat must not pin a worker.
+            match crate::blocking::off_worker(|| std::fs::symlink_metadata(&dir)) {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(refuse(format!(
                         "passes through the symlink {}; no directory between {} and the path may be one",
