@@ -603,6 +603,23 @@ impl Config {
                 Some(_) => {}
             }
             check_driver_name(&csi.driver)?;
+            // Every node RPC's path is judged against it, so it must not depend on the cwd.
+            if !csi.kubelet_dir.is_absolute()
+                || csi
+                    .kubelet_dir
+                    .components()
+                    .any(|c| c == Component::ParentDir)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "csi.kubelet_dir {} must be an absolute path without '..'",
+                    csi.kubelet_dir.display()
+                )));
+            }
+            if csi.controller_socket.as_ref() == Some(&csi.socket_path()) {
+                return Err(ConfigError::Invalid(
+                    "csi.controller_socket must differ from csi.socket".into(),
+                ));
+            }
         }
         self.check_data_dirs()?;
         Ok(())
@@ -690,23 +707,6 @@ impl Config {
                         theirs.display()
                     ));
                 }
-            }
-            // Every node RPC's path is judged against it, so it must not depend on the cwd.
-            if !csi.kubelet_dir.is_absolute()
-                || csi
-                    .kubelet_dir
-                    .components()
-                    .any(|c| c == std::path::Component::ParentDir)
-            {
-                return Err(ConfigError::Invalid(format!(
-                    "csi.kubelet_dir {} must be an absolute path without '..'",
-                    csi.kubelet_dir.display()
-                )));
-            }
-            if csi.controller_socket.as_ref() == Some(&csi.socket_path()) {
-                return Err(ConfigError::Invalid(
-                    "csi.controller_socket must differ from csi.socket".into(),
-                ));
             }
         }
         Ok(())
