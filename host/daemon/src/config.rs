@@ -11,6 +11,8 @@ use serde::Deserialize;
 use wasmgate_effects::NetPolicy;
 use wasmgate_engine::{EngineConfig, Limits, PluginSpec, World};
 
+pub use crate::cri::HookGrant;
+
 /// Where the example plugin lands when built from this repository.
 pub const DEFAULT_PLUGIN_PATH: &str =
     "plugins/rust/bridge-ipam/target/wasm32-wasip2/release/bridge_ipam.wasm";
@@ -299,6 +301,11 @@ pub struct PluginSection {
     /// idle: for a plugin that must not carry memory from one call to the next.
     #[serde(default)]
     pub fresh_instances: bool,
+    /// Runtime hooks only: `[plugins.NAME.grant]`, what the hook's adjustments may change beyond
+    /// annotations, labels and environment variables (minus loader and interpreter variables).
+    /// Default: nothing more. See [`HookGrant`].
+    #[serde(default)]
+    pub grant: Option<HookGrant>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -332,6 +339,7 @@ impl Default for Config {
                 world: World::Network,
                 data_dir: None,
                 fresh_instances: false,
+                grant: None,
             },
         );
         plugins.insert(
@@ -349,6 +357,7 @@ impl Default for Config {
                 world: World::Storage,
                 data_dir: None,
                 fresh_instances: false,
+                grant: None,
             },
         );
         Self {
@@ -470,6 +479,16 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "plugin {name}: failure = \"open\" is for runtime hooks; network and storage plugins always fail closed"
                 )));
+            }
+            if let Some(g) = &p.grant {
+                if p.world != World::Runtime {
+                    return Err(ConfigError::Invalid(format!(
+                        "plugin {name}: a grant is for runtime hooks, not a {} plugin",
+                        format!("{:?}", p.world).to_lowercase()
+                    )));
+                }
+                g.validate()
+                    .map_err(|e| ConfigError::Invalid(format!("plugin {name}: {e}")))?;
             }
             if p.memory_mb > self.engine.max_memory_mb {
                 return Err(ConfigError::Invalid(format!(

@@ -632,7 +632,7 @@ fn no_adjustment<R>(_: &Merged, _: &mut R) -> Result<(), String> {
 fn hook_status(e: HookError) -> Status {
     let msg = e.to_string();
     match e {
-        HookError::Denied { .. } => Status::permission_denied(msg),
+        HookError::Denied { .. } | HookError::Refused(_) => Status::permission_denied(msg),
         HookError::Conflict(_) => Status::failed_precondition(msg),
         HookError::Failed { timeout: true, .. } => Status::deadline_exceeded(msg),
         HookError::Failed { .. } => Status::internal(msg),
