@@ -653,6 +653,38 @@ mod tests {
     }
 
     #[test]
+    fn grants_are_for_runtime_hooks_and_must_mean_what_they_say() {
+        let hook = |grant: &str| {
+            toml::from_str::<Config>(&format!(
+                "[cri]\nhooks = [\"h\"]\n[plugins.h]\nworld = \"runtime\"\npath = \"h.wasm\"\n{grant}\n"
+            ))
+        };
+        let cfg = hook("grant = { mounts = [\"/var/lib/hook-data\"], resources = \"tighten\" }")
+            .unwrap();
+        cfg.validate().unwrap();
+        let grant = cfg.plugins["h"].grant.clone().unwrap();
+        assert_eq!(grant.resources, Some(crate::cri::ResourcesGrant::Tighten));
+        assert!(hook("grant = { mount = [\"/x\"] }").is_err(), "unknown grant key");
+        assert!(hook("grant = { resources = \"more\" }").is_err());
+        for (bad, says) in [
+            ("grant = { mounts = [\"rel/x\"] }", "grant.mounts"),
+            ("grant = { mounts_rw = [\"/a/../b\"] }", "grant.mounts_rw"),
+            ("grant = { devices = [\"/dev/fuse\"] }", "grant.devices"),
+            ("grant = { devices = [\"/dev/fuse:rx\"] }", "grant.devices"),
+            ("grant = { image_registries = [\"https://m\"] }", "grant.image_registries"),
+        ] {
+            let err = hook(bad).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains("plugin h") && err.contains(says), "{bad}: {err}");
+        }
+        let cfg: Config = toml::from_str(
+            "[cni]\ndefault_plugin = \"x\"\n[plugins.x]\npath = \"x.wasm\"\ngrant = { args = true }\n",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("grant is for runtime hooks, not a network plugin"), "{err}");
+    }
+
+    #[test]
     fn relative_plugin_paths_follow_the_config_file() {
         let dir = std::env::temp_dir().join(format!("wg-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

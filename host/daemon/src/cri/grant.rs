@@ -328,11 +328,17 @@ fn normalise_image(image: &str) -> String {
         Some(i) if !name[i..].contains('/') => &name[..i],
         _ => name,
     };
-    let first = name.split('/').next().unwrap_or_default();
-    let has_registry = name.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let (first, rest) = name.split_once('/').unwrap_or(("", name));
+    let has_registry = first.contains('.')
+        || first.contains(':')
+        || first == "localhost"
+        || first.chars().any(|c| c.is_ascii_uppercase());
     if has_registry {
-        name.to_string()
+        // Hosts compare case-insensitively; Docker Hub has two names.
+        match first.to_ascii_lowercase() {
+            host if host == "index.docker.io" => format!("docker.io/{rest}"),
+            host => format!("{host}/{rest}"),
+        }
     } else if name.contains('/') {
         format!("docker.io/{name}")
     } else {
@@ -343,9 +349,13 @@ fn normalise_image(image: &str) -> String {
 /// Whether `prefix` is `name` or its leading path components.
 fn component_prefix(prefix: &str, name: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
+    let prefix = match prefix.split_once('/') {
+        Some((host, path)) => format!("{}/{path}", host.to_ascii_lowercase()),
+        None => prefix.to_ascii_lowercase(),
+    };
     name == prefix
         || name
-            .strip_prefix(prefix)
+            .strip_prefix(&prefix)
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
@@ -673,6 +683,7 @@ mod tests {
         check("mirror.local:5000/library/busybox:1.36").unwrap();
         check("mirror.local:5000/x@sha256:0123").unwrap();
         check("busybox:latest").unwrap();
+        check("Mirror.Local:5000/x").unwrap();
         assert!(check("mirror.local:50000/x").is_err());
         assert!(check("evil.example/library/busybox").unwrap_err().contains("granted registries"));
         assert!(check("me/busybox").is_err());

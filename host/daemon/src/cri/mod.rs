@@ -11,6 +11,7 @@ pub mod builtin;
 mod front;
 mod grant;
 mod hooks;
+mod unknown;
 pub mod upstream;
 mod view;
 
