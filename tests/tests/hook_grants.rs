@@ -38,7 +38,11 @@ fn container(name: &str, params: &[(&str, &str)]) -> pb::ContainerConfig {
 /// Each hostile mode, the keys it reads, and the refusal of a hook named `gate` granted
 /// read-only mounts under `<dir>/hook-data` and images from `mirror.local:5000`.
 const HOSTILE: &[(&str, &[(&str, &str)], &str)] = &[
-    ("bind", &[], "hook gate may not mount host path \"/\" (granted: "),
+    (
+        "bind",
+        &[],
+        "hook gate may not mount host path \"/\" (granted: ",
+    ),
     (
         "bind",
         &[("host-path", "{d}/hook-data/x")],
@@ -113,7 +117,10 @@ async fn a_fail_closed_hook_beyond_its_grant_fails_the_call_naming_hook_and_fiel
             decided.starts_with("refused: ") && decided.contains(&refusal),
             "{mode}: {rec:?}"
         );
-        assert!(rec.upstream_us.is_none(), "{mode} reached the runtime: {rec:?}");
+        assert!(
+            rec.upstream_us.is_none(),
+            "{mode} reached the runtime: {rec:?}"
+        );
     }
     assert!(cri::containers(&mut rt).await.is_empty());
 

@@ -321,10 +321,13 @@ impl CriService {
     async fn pod_view(&self, id: &str) -> wit::Pod {
         let status = self
             .runtime()
-            .pod_sandbox_status(Box::new(pb::PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_string(),
-                verbose: false,
-            }), Wire::Typed)
+            .pod_sandbox_status(
+                Box::new(pb::PodSandboxStatusRequest {
+                    pod_sandbox_id: id.to_string(),
+                    verbose: false,
+                }),
+                Wire::Typed,
+            )
             .await
             .ok()
             .and_then(|r| r.into_inner().status);
@@ -338,12 +341,15 @@ impl CriService {
     async fn container_view(&self, id: &str) -> (wit::Pod, wit::Container) {
         let listed = self
             .runtime()
-            .list_containers(Box::new(pb::ListContainersRequest {
-                filter: Some(pb::ContainerFilter {
-                    id: id.to_string(),
-                    ..Default::default()
+            .list_containers(
+                Box::new(pb::ListContainersRequest {
+                    filter: Some(pb::ContainerFilter {
+                        id: id.to_string(),
+                        ..Default::default()
+                    }),
                 }),
-            }), Wire::Typed)
+                Wire::Typed,
+            )
             .await
             .ok()
             .and_then(|r| r.into_inner().containers.into_iter().next());
@@ -391,6 +397,7 @@ impl CriService {
 
     /// A call whose request is only a pod's or a container's ID: hooks see it as the runtime
     /// knows it, and may allow or deny.
+    #[allow(clippy::too_many_arguments)]
     async fn scoped_call<Req, Resp, Fut>(
         &self,
         method: &str,

@@ -95,9 +95,13 @@ pub enum ResourcesGrant {
 pub enum GrantError {
     #[error("grant.{key}: {path:?} must be an absolute path without `..`")]
     NotAbsolute { key: &'static str, path: PathBuf },
-    #[error("grant.devices: {0:?} must be HOST_PATH:PERMISSIONS, an absolute path and some of r, w, m")]
+    #[error(
+        "grant.devices: {0:?} must be HOST_PATH:PERMISSIONS, an absolute path and some of r, w, m"
+    )]
     Device(String),
-    #[error("grant.image_registries: {0:?} must be host[:port][/path] without a scheme, tag or digest")]
+    #[error(
+        "grant.image_registries: {0:?} must be host[:port][/path] without a scheme, tag or digest"
+    )]
     Registry(String),
 }
 
@@ -157,8 +161,11 @@ impl HookGrant {
         }
         for m in &a.mounts {
             self.check_mount(m).or_else(refuse)?;
-            let replaces = container
-                .is_some_and(|c| c.mounts.iter().any(|x| x.container_path == m.container_path));
+            let replaces = container.is_some_and(|c| {
+                c.mounts
+                    .iter()
+                    .any(|x| x.container_path == m.container_path)
+            });
             if replaces && !self.removals {
                 return refuse(format!(
                     "replace the mount at {:?} (removals not granted)",
@@ -171,8 +178,11 @@ impl HookGrant {
         }
         for d in &a.devices {
             self.check_device(d).or_else(refuse)?;
-            let replaces = container
-                .is_some_and(|c| c.devices.iter().any(|x| x.container_path == d.container_path));
+            let replaces = container.is_some_and(|c| {
+                c.devices
+                    .iter()
+                    .any(|x| x.container_path == d.container_path)
+            });
             if replaces && !self.removals {
                 return refuse(format!(
                     "replace the device at {:?} (removals not granted)",
@@ -286,7 +296,9 @@ impl HookGrant {
 }
 
 fn paths<'a>(list: impl Iterator<Item = &'a PathBuf>) -> String {
-    let v: Vec<String> = list.map(|p| format!("{:?}", p.display().to_string())).collect();
+    let v: Vec<String> = list
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
     if v.is_empty() {
         "none".into()
     } else {
@@ -383,7 +395,11 @@ fn tightens(before: Option<&wit::Resources>, after: &wit::Resources) -> Result<(
     // The CPU limit is quota over period; the kernel's default period is 100 ms.
     let cpus = |r: &wit::Resources| {
         (r.cpu_quota > 0).then(|| {
-            let period = if r.cpu_period > 0 { r.cpu_period } else { 100_000 };
+            let period = if r.cpu_period > 0 {
+                r.cpu_period
+            } else {
+                100_000
+            };
             r.cpu_quota as f64 / period as f64
         })
     };
@@ -518,11 +534,20 @@ mod tests {
         a.remove_labels = vec!["l".into()];
         a.remove_env = vec!["LD_PRELOAD".into()];
         g.check("inject", &a, &req).unwrap();
-        for name in ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GLIBC_TUNABLES", "PATH"] {
+        for name in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LD_AUDIT",
+            "GLIBC_TUNABLES",
+            "PATH",
+        ] {
             let mut a = adj();
             a.env = vec![(name.into(), "x".into())];
             let err = g.check("inject", &a, &req).unwrap_err();
-            assert!(err.starts_with(&format!("hook inject may not set env {name}")), "{err}");
+            assert!(
+                err.starts_with(&format!("hook inject may not set env {name}")),
+                "{err}"
+            );
         }
         let mut a = adj();
         a.mounts = vec![mount("/var/lib/hook-data", true)];
@@ -587,7 +612,9 @@ mod tests {
         check(mount("/var/lib/hook-data/rw/c", false)).unwrap();
         let err = check(mount("/", false)).unwrap_err();
         assert!(
-            err.starts_with("hook x may not mount host path \"/\" (granted: \"/var/lib/hook-data/\""),
+            err.starts_with(
+                "hook x may not mount host path \"/\" (granted: \"/var/lib/hook-data/\""
+            ),
             "{err}"
         );
         assert!(check(mount("/var/lib/hook-data2", true)).is_err());
@@ -622,15 +649,24 @@ mod tests {
         check("/dev/fuse", "r").unwrap();
         assert!(check("/dev/fuse", "rwm").is_err());
         assert!(check("/dev/mem", "r").unwrap_err().contains("/dev/mem"));
-        assert!(HookGrant::default().check("x", &{
-            let mut a = adj();
-            a.devices = vec![wit::Device {
-                container_path: "/dev/mem".into(),
-                host_path: "/dev/mem".into(),
-                permissions: "rwm".into(),
-            }];
-            a
-        }, &req).unwrap_err().ends_with("may not add devices"));
+        assert!(
+            HookGrant::default()
+                .check(
+                    "x",
+                    &{
+                        let mut a = adj();
+                        a.devices = vec![wit::Device {
+                            container_path: "/dev/mem".into(),
+                            host_path: "/dev/mem".into(),
+                            permissions: "rwm".into(),
+                        }];
+                        a
+                    },
+                    &req
+                )
+                .unwrap_err()
+                .ends_with("may not add devices")
+        );
     }
 
     #[test]
@@ -648,9 +684,17 @@ mod tests {
         };
         check(res(32 << 20, 20_000, 256, "1,2")).unwrap();
         check(res(64 << 20, 50_000, 512, "0-3")).unwrap();
-        assert!(check(res(0, 50_000, 512, "0-3")).unwrap_err().contains("memory"));
+        assert!(
+            check(res(0, 50_000, 512, "0-3"))
+                .unwrap_err()
+                .contains("memory")
+        );
         assert!(check(res(128 << 20, 50_000, 512, "0-3")).is_err());
-        assert!(check(res(64 << 20, 0, 512, "0-3")).unwrap_err().contains("cpu limit"));
+        assert!(
+            check(res(64 << 20, 0, 512, "0-3"))
+                .unwrap_err()
+                .contains("cpu limit")
+        );
         assert!(check(res(64 << 20, 50_000, 2048, "0-3")).is_err());
         assert!(check(res(64 << 20, 50_000, 512, "")).is_err());
         assert!(check(res(64 << 20, 50_000, 512, "0-4")).is_err());
@@ -685,13 +729,19 @@ mod tests {
         check("busybox:latest").unwrap();
         check("Mirror.Local:5000/x").unwrap();
         assert!(check("mirror.local:50000/x").is_err());
-        assert!(check("evil.example/library/busybox").unwrap_err().contains("granted registries"));
+        assert!(
+            check("evil.example/library/busybox")
+                .unwrap_err()
+                .contains("granted registries")
+        );
         assert!(check("me/busybox").is_err());
-        assert!(HookGrant {
-            image_registries: vec!["https://x".into()],
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
+        assert!(
+            HookGrant {
+                image_registries: vec!["https://x".into()],
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

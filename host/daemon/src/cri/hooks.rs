@@ -166,7 +166,10 @@ impl Hooks {
                     }
                     Err(why) if h.failure == FailurePolicy::Open => {
                         tracing::warn!(hook = %h.name, "adjustment dropped (fail-open): {why}");
-                        record(format!("refused, dropped (fail-open): {why}; {}", describe(&a)));
+                        record(format!(
+                            "refused, dropped (fail-open): {why}; {}",
+                            describe(&a)
+                        ));
                     }
                     Err(why) => {
                         tracing::warn!(hook = %h.name, "adjustment refused: {why}");

@@ -167,7 +167,13 @@ fn walk(
             format!("{path}.{}", field.name)
         };
         let mut kept = Vec::new();
-        walk(payload, inner, &child, in_repeated || field.repeated, &mut kept)?;
+        walk(
+            payload,
+            inner,
+            &child,
+            in_repeated || field.repeated,
+            &mut kept,
+        )?;
         if !kept.is_empty() {
             prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, out);
             prost::encoding::encode_varint(kept.len() as u64, out);
@@ -230,7 +236,11 @@ mod tests {
             }),
             sandbox_config: None,
         };
-        assert!(unknown_fields(&req.encode_to_vec(), CREATE).unwrap().is_empty());
+        assert!(
+            unknown_fields(&req.encode_to_vec(), CREATE)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// A field 99 inside config.linux.security_context comes out nested as it was, and merged

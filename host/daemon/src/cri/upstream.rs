@@ -58,12 +58,7 @@ impl Backend {
     pub fn runtime(&self) -> Runtime {
         match self {
             Self::Builtin { builtin, .. } => Runtime::Builtin(builtin.clone()),
-            remote => Runtime::Client(
-                RuntimeServiceClient::new(remote.clone())
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
-                remote.clone(),
-            ),
+            remote => Runtime::Client(remote.clone()),
         }
     }
 
@@ -71,12 +66,7 @@ impl Backend {
     pub fn images(&self) -> Images {
         match self {
             Self::Builtin { builtin, .. } => Images::Builtin(builtin.clone()),
-            remote => Images::Client(
-                ImageServiceClient::new(remote.clone())
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
-                remote.clone(),
-            ),
+            remote => Images::Client(remote.clone()),
         }
     }
 }
@@ -86,14 +76,15 @@ impl Backend {
 /// request, so for the builtin there is nothing to gain from encoding it again, and in a hooked
 /// CreateContainer those extra passes cost more than a hook.
 pub enum Runtime {
-    /// The generated client, and the runtime it calls, for requests sent as bytes.
-    Client(RuntimeServiceClient<Backend>, Backend),
+    /// A runtime's socket, called with the generated client or, for requests sent as bytes,
+    /// tonic's plain one.
+    Client(Backend),
     Builtin(Arc<Builtin>),
 }
 
 /// The image service, likewise.
 pub enum Images {
-    Client(ImageServiceClient<Backend>, Backend),
+    Client(Backend),
     Builtin(Arc<Builtin>),
 }
 
@@ -111,7 +102,7 @@ pub enum Wire {
 
 /// Each typed call: the same method on the generated client or on the builtin's service trait.
 macro_rules! typed_calls {
-    ($ty:ident, $name:literal, $service:path { $($method:ident($m:literal): $req:ty => $resp:ty,)* }) => {
+    ($ty:ident, $client:ident, $name:literal, $service:path { $($method:ident($m:literal): $req:ty => $resp:ty,)* }) => {
         impl $ty {
             $(
                 /// The request comes boxed: a CreateContainerRequest is 2.4 KB, and every future
@@ -121,9 +112,14 @@ macro_rules! typed_calls {
                     match (self, wire) {
                         // Boxed: tonic's client future is some 18 KiB, which every hooked
                         // handler's future would otherwise carry and move.
-                        (Self::Client(c, _), Wire::Typed) => Box::pin(c.$method(*r)).await,
-                        (Self::Client(_, b), Wire::AsCame(bytes)) => Box::pin(as_bytes(b.clone(), PATH, bytes)).await,
-                        (Self::Client(_, b), Wire::With(unknown)) => {
+                        (Self::Client(b), Wire::Typed) => {
+                            let mut c = $client::new(b.clone())
+                                .max_decoding_message_size(MAX_MESSAGE)
+                                .max_encoding_message_size(MAX_MESSAGE);
+                            Box::pin(c.$method(*r)).await
+                        }
+                        (Self::Client(b), Wire::AsCame(bytes)) => Box::pin(as_bytes(b.clone(), PATH, bytes)).await,
+                        (Self::Client(b), Wire::With(unknown)) => {
                             let mut bytes = prost::Message::encode_to_vec(&*r);
                             bytes.extend_from_slice(&unknown);
                             Box::pin(as_bytes(b.clone(), PATH, bytes.into())).await
@@ -136,7 +132,7 @@ macro_rules! typed_calls {
     };
 }
 
-typed_calls!(Runtime, "runtime.v1.RuntimeService", pb::runtime_service_server::RuntimeService {
+typed_calls!(Runtime, RuntimeServiceClient, "runtime.v1.RuntimeService", pb::runtime_service_server::RuntimeService {
     run_pod_sandbox("RunPodSandbox"): pb::RunPodSandboxRequest => pb::RunPodSandboxResponse,
     stop_pod_sandbox("StopPodSandbox"): pb::StopPodSandboxRequest => pb::StopPodSandboxResponse,
     remove_pod_sandbox("RemovePodSandbox"): pb::RemovePodSandboxRequest => pb::RemovePodSandboxResponse,
@@ -149,7 +145,7 @@ typed_calls!(Runtime, "runtime.v1.RuntimeService", pb::runtime_service_server::R
     update_container_resources("UpdateContainerResources"): pb::UpdateContainerResourcesRequest => pb::UpdateContainerResourcesResponse,
 });
 
-typed_calls!(Images, "runtime.v1.ImageService", pb::image_service_server::ImageService {
+typed_calls!(Images, ImageServiceClient, "runtime.v1.ImageService", pb::image_service_server::ImageService {
     pull_image("PullImage"): pb::PullImageRequest => pb::PullImageResponse,
 });
 
@@ -169,8 +165,12 @@ where
         .await
         .map_err(|e| tonic::Status::unknown(format!("service was not ready: {e}")))?;
     let path = http::uri::PathAndQuery::from_static(path);
-    grpc.unary(tonic::Request::new(bytes), path, BytesCodec::<Resp>::default())
-        .await
+    grpc.unary(
+        tonic::Request::new(bytes),
+        path,
+        BytesCodec::<Resp>::default(),
+    )
+    .await
 }
 
 /// Requests as bytes, answers as prost messages.

@@ -134,7 +134,11 @@ fn hostile(mode: &str, req: &Request, key: impl Fn(&str) -> String) -> Option<Ad
         args: None,
         image: None,
     };
-    let or = |k: &str, default: &str| Some(key(k)).filter(|v| !v.is_empty()).unwrap_or(default.into());
+    let or = |k: &str, default: &str| {
+        Some(key(k))
+            .filter(|v| !v.is_empty())
+            .unwrap_or(default.into())
+    };
     match mode {
         "bind" => a.mounts.push(Mount {
             container_path: "/host".into(),
@@ -147,7 +151,13 @@ fn hostile(mode: &str, req: &Request, key: impl Fn(&str) -> String) -> Option<Ad
             permissions: "rwm".into(),
         }),
         "ld-preload" => a.env.push(("LD_PRELOAD".into(), "/host/evil.so".into())),
-        "args" => a.args = Some(vec!["sh".into(), "-c".into(), "cat /host/etc/shadow".into()]),
+        "args" => {
+            a.args = Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "cat /host/etc/shadow".into(),
+            ])
+        }
         "drop-memory" => {
             let was = match req {
                 Request::CreateContainer((_, c)) | Request::UpdateContainer((_, c)) => {
