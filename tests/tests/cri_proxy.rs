@@ -493,3 +493,127 @@ async fn unsubscribed_calls_reach_the_runtime_byte_for_byte() {
     server.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Starts a [`Recorder`] on a socket in a fresh directory: the runtime, the socket's directory and
+/// the server task.
+fn recorder() -> (Recorder, std::path::PathBuf, tokio::task::JoinHandle<()>) {
+    let dir = std::env::temp_dir().join(wasmgate_tests::unique("wasmgate-recorder-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let listener = tokio::net::UnixListener::bind(dir.join("runtime.sock")).unwrap();
+    let recorder = Recorder::default();
+    let server = tonic::transport::Server::builder()
+        .add_service(recorder.clone())
+        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
+    let task = tokio::spawn(async move {
+        let _ = server.await;
+    });
+    (recorder, dir, task)
+}
+
+/// Field `number` as a varint of 1, and `inner` as field `number` of its parent.
+fn field(number: u32, inner: Option<&[u8]>) -> Vec<u8> {
+    let mut b = Vec::new();
+    match inner {
+        None => {
+            prost::encoding::encode_key(number, prost::encoding::WireType::Varint, &mut b);
+            b.push(1);
+        }
+        Some(inner) => {
+            prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut b);
+            prost::encoding::encode_varint(inner.len() as u64, &mut b);
+            b.extend_from_slice(inner);
+        }
+    }
+    b
+}
+
+/// A hook's adjustment does not cost a newer kubelet's fields this build's schema lacks: field 99
+/// of the container's LinuxContainerSecurityContext (a security setting we do not know) reaches
+/// the runtime, beside the hook's env. One inside a repeated field (a mount) cannot be put back
+/// beside an adjustment, and the call is refused, naming it.
+#[tokio::test]
+async fn hooked_calls_keep_the_fields_this_build_does_not_know() {
+    let (recorder, dir, server) = recorder();
+    let d = Daemon::start_proxy(
+        &format!("unix://{}", dir.join("runtime.sock").display()),
+        &[(
+            "inject",
+            plugin("hook-inject"),
+            "config = { value = \"n1\" }",
+        )],
+    );
+    let ch = wasmgate_proto::unix_channel(d.cri_socket()).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    let create = pb::CreateContainerRequest {
+        pod_sandbox_id: "p1".into(),
+        config: Some(pb::ContainerConfig {
+            image: cri::image("busybox"),
+            ..secured_container("c", false, &["CHOWN"])
+        }),
+        sandbox_config: Some(cri::pod_config("p", "default")),
+    };
+    let known = prost::Message::encode_to_vec(&create);
+    // config (2) > linux (15) > security_context (2) > field 99, merged onto the known ones.
+    let unknown = field(2, Some(&field(15, Some(&field(2, Some(&field(99, None)))))));
+    let sent = [known.clone(), unknown.clone()].concat();
+    grpc.ready().await.unwrap();
+    grpc.unary::<Vec<u8>, Vec<u8>, _>(
+        tonic::Request::new(sent),
+        http::uri::PathAndQuery::from_static("/runtime.v1.RuntimeService/CreateContainer"),
+        Raw,
+    )
+    .await
+    .unwrap();
+    let calls = recorder.0.lock().unwrap().clone();
+    let (_, got) = calls
+        .iter()
+        .find(|(p, _)| p == "/runtime.v1.RuntimeService/CreateContainer")
+        .expect("CreateContainer reached the runtime");
+    let got_msg: pb::CreateContainerRequest = prost::Message::decode(got.as_slice()).unwrap();
+    let cfg = got_msg.config.clone().unwrap();
+    assert!(
+        cfg.envs.iter().any(|e| e.key == "WASMGATE_NODE"),
+        "the hook's env is missing: {cfg:?}"
+    );
+    // What the runtime got is the adjusted request, then the unknown field in its place.
+    let mut want = prost::Message::encode_to_vec(&got_msg);
+    want.extend_from_slice(&unknown);
+    assert_eq!(
+        got, &want,
+        "field 99 of the security context did not reach the runtime"
+    );
+
+    // An unknown field inside a mount: refused, by path and number.
+    let mut mount = prost::Message::encode_to_vec(&pb::Mount {
+        container_path: "/data".into(),
+        host_path: "/srv".into(),
+        ..Default::default()
+    });
+    mount.extend(field(77, None));
+    let sent = [known, field(2, Some(&field(7, Some(&mount))))].concat();
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .unary::<Vec<u8>, Vec<u8>, _>(
+            tonic::Request::new(sent),
+            http::uri::PathAndQuery::from_static("/runtime.v1.RuntimeService/CreateContainer"),
+            Raw,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains("CreateContainerRequest.config.mounts[0] has field 77"),
+        "{err:?}"
+    );
+    let creates = recorder
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.ends_with("/CreateContainer"))
+        .count();
+    assert_eq!(creates, 1, "the refused call reached the runtime");
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

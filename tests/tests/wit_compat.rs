@@ -67,7 +67,9 @@ async fn hooks_of_every_wit_version_share_one_chain() {
             (
                 "mirror",
                 plugin("hook-mirror"),
-                &format!("config = {{ to = \"{MIRROR}\" }}"),
+                &format!(
+                    "config = {{ to = \"{MIRROR}\" }}\ngrant = {{ image_registries = [\"{MIRROR}\"] }}"
+                ),
             ),
             ("policy", plugin("hook-policy"), ""),
             (

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use wasmgate_effects::NetPolicy;
 use wasmgate_engine::{EngineConfig, Limits, PluginSpec, World};
 
+pub use crate::cri::HookGrant;
+
 /// Where the example plugin lands when built from this repository.
 pub const DEFAULT_PLUGIN_PATH: &str =
     "plugins/rust/bridge-ipam/target/wasm32-wasip2/release/bridge_ipam.wasm";
@@ -325,6 +327,11 @@ pub struct PluginSection {
     /// idle: for a plugin that must not carry memory from one call to the next.
     #[serde(default)]
     pub fresh_instances: bool,
+    /// Runtime hooks only: `[plugins.NAME.grant]`, what the hook's adjustments may change beyond
+    /// annotations, labels and environment variables (minus loader and interpreter variables).
+    /// Default: nothing more. See [`HookGrant`].
+    #[serde(default)]
+    pub grant: Option<HookGrant>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -359,6 +366,7 @@ impl Default for Config {
                 world: World::Network,
                 data_dir: None,
                 fresh_instances: false,
+                grant: None,
             },
         );
         plugins.insert(
@@ -377,6 +385,7 @@ impl Default for Config {
                 world: World::Storage,
                 data_dir: None,
                 fresh_instances: false,
+                grant: None,
             },
         );
         Self {
@@ -552,6 +561,16 @@ impl Config {
                 parse_grant(cidr).map_err(|why| {
                     ConfigError::Invalid(format!("plugin {name}: pod_cidrs {cidr:?} {why}"))
                 })?;
+            }
+            if let Some(g) = &p.grant {
+                if p.world != World::Runtime {
+                    return Err(ConfigError::Invalid(format!(
+                        "plugin {name}: a grant is for runtime hooks, not a {} plugin",
+                        format!("{:?}", p.world).to_lowercase()
+                    )));
+                }
+                g.validate()
+                    .map_err(|e| ConfigError::Invalid(format!("plugin {name}: {e}")))?;
             }
             if p.memory_mb > self.engine.max_memory_mb {
                 return Err(ConfigError::Invalid(format!(
@@ -937,6 +956,50 @@ mod tests {
                 policy.pod_cidrs
             );
         }
+    }
+
+    #[test]
+    fn grants_are_for_runtime_hooks_and_must_mean_what_they_say() {
+        let hook = |grant: &str| {
+            toml::from_str::<Config>(&format!(
+                "[cri]\nhooks = [\"h\"]\n[plugins.h]\nworld = \"runtime\"\npath = \"h.wasm\"\n{grant}\n"
+            ))
+        };
+        let cfg =
+            hook("grant = { mounts = [\"/var/lib/hook-data\"], resources = \"tighten\" }").unwrap();
+        cfg.validate().unwrap();
+        let grant = cfg.plugins["h"].grant.clone().unwrap();
+        assert_eq!(grant.resources, Some(crate::cri::ResourcesGrant::Tighten));
+        assert!(
+            hook("grant = { mount = [\"/x\"] }").is_err(),
+            "unknown grant key"
+        );
+        assert!(hook("grant = { resources = \"more\" }").is_err());
+        for (bad, says) in [
+            ("grant = { mounts = [\"rel/x\"] }", "grant.mounts"),
+            ("grant = { mounts_rw = [\"/a/../b\"] }", "grant.mounts_rw"),
+            ("grant = { devices = [\"/dev/fuse\"] }", "grant.devices"),
+            ("grant = { devices = [\"/dev/fuse:rx\"] }", "grant.devices"),
+            (
+                "grant = { image_registries = [\"https://m\"] }",
+                "grant.image_registries",
+            ),
+        ] {
+            let err = hook(bad).unwrap().validate().unwrap_err().to_string();
+            assert!(
+                err.contains("plugin h") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
+        let cfg: Config = toml::from_str(
+            "[cni]\ndefault_plugin = \"x\"\n[plugins.x]\npath = \"x.wasm\"\ngrant = { args = true }\n",
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("grant is for runtime hooks, not a network plugin"),
+            "{err}"
+        );
     }
 
     #[test]

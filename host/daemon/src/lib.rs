@@ -210,6 +210,7 @@ pub async fn run_with(
             .map(|h| cri::HookSpec {
                 name: h.clone(),
                 failure: cfg.plugins[h].failure,
+                grant: Arc::new(cfg.plugins[h].grant.clone().unwrap_or_default()),
             })
             .collect();
         let svc = Arc::new(cri::CriService::new(

@@ -17,7 +17,8 @@ use wasmgate_engine::bindings::cri_types::{self as wit, Event};
 use wasmgate_proto::cri::v1 as pb;
 
 use super::hooks::{Chain, HookError, HookSpec, Hooks};
-use super::upstream::{Backend, Images, Runtime};
+use super::unknown;
+use super::upstream::{Backend, Images, Runtime, Wire};
 use super::view::{self, Merged};
 use crate::trace::{CallRecord, HookDecision, Trace, now_ms};
 
@@ -206,12 +207,13 @@ impl CriService {
     where
         Req: prost::Message + Default + Send + 'static,
         Resp: prost::Message + Send + 'static,
-        F: FnOnce(Arc<Self>, Chain, Box<Req>) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Self>, Chain, Box<Req>, AsSent) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
+        let type_name = unknown::input_of(req.uri().path()).unwrap_or_default();
         // A unary call is served once, so the handler and its chain are taken, not cloned.
         let mut once = Some((f, hooks));
-        let svc = tower::service_fn(move |r: tonic::Request<Req>| {
+        let svc = tower::service_fn(move |r: tonic::Request<Kept<Req>>| {
             let (next, me) = (once.take(), self.clone());
             // Boxed: a hooked handler's future is kilobytes (the views, the hook chain, the
             // runtime call), and tonic's layers would move it whole several times a call. The
@@ -219,12 +221,14 @@ impl CriService {
             async move {
                 let (f, hooks) =
                     next.ok_or_else(|| Status::internal("a unary call served twice"))?;
-                Box::pin(f(me, hooks, Box::new(r.into_inner())))
+                let Kept(msg, bytes) = r.into_inner();
+                let sent = AsSent { bytes, type_name };
+                Box::pin(f(me, hooks, msg, sent))
                     .await
                     .map(tonic::Response::new)
             }
         });
-        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default())
+        let mut grpc = tonic::server::Grpc::new(KeepCodec::<Resp, Req>::default())
             .apply_max_message_size_config(Some(MAX_MESSAGE), Some(MAX_MESSAGE));
         grpc.unary(svc, req).await
     }
@@ -266,8 +270,9 @@ impl CriService {
         mut hooks: Chain,
         view: wit::Request,
         mut req: Box<Req>,
+        sent: AsSent,
         apply: impl FnOnce(&Merged, &mut Req) -> Result<(), String>,
-        call: impl FnOnce(Box<Req>) -> Fut,
+        call: impl FnOnce(Box<Req>, Wire) -> Fut,
         id_of: impl Fn(&Resp) -> String,
     ) -> Result<Resp, Status>
     where
@@ -280,11 +285,18 @@ impl CriService {
                 .pre(&hooks.pre, &view, &mut rec.hooks)
                 .await
                 .map_err(hook_status)?;
-            if !merged.is_empty() {
+            // The runtime gets what the client sent, with the hooks' adjustments, and nothing
+            // less: fields this build's schema does not know are kept, or the call refused.
+            let wire = if merged.is_empty() {
+                Wire::AsCame(sent.bytes)
+            } else {
                 apply(&merged, &mut req).map_err(Status::invalid_argument)?;
-            }
+                let unknown = unknown::unknown_fields(&sent.bytes, sent.type_name)
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                Wire::With(unknown.into())
+            };
             let started = Instant::now();
-            let out = call(req).await.map(tonic::Response::into_inner);
+            let out = call(req, wire).await.map(tonic::Response::into_inner);
             rec.upstream_us = Some(started.elapsed().as_micros() as u64);
             out.map_err(|s| self.upstream_status(s))
         }
@@ -309,10 +321,13 @@ impl CriService {
     async fn pod_view(&self, id: &str) -> wit::Pod {
         let status = self
             .runtime()
-            .pod_sandbox_status(Box::new(pb::PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_string(),
-                verbose: false,
-            }))
+            .pod_sandbox_status(
+                Box::new(pb::PodSandboxStatusRequest {
+                    pod_sandbox_id: id.to_string(),
+                    verbose: false,
+                }),
+                Wire::Typed,
+            )
             .await
             .ok()
             .and_then(|r| r.into_inner().status);
@@ -326,12 +341,15 @@ impl CriService {
     async fn container_view(&self, id: &str) -> (wit::Pod, wit::Container) {
         let listed = self
             .runtime()
-            .list_containers(Box::new(pb::ListContainersRequest {
-                filter: Some(pb::ContainerFilter {
-                    id: id.to_string(),
-                    ..Default::default()
+            .list_containers(
+                Box::new(pb::ListContainersRequest {
+                    filter: Some(pb::ContainerFilter {
+                        id: id.to_string(),
+                        ..Default::default()
+                    }),
                 }),
-            }))
+                Wire::Typed,
+            )
             .await
             .ok()
             .and_then(|r| r.into_inner().containers.into_iter().next());
@@ -348,6 +366,7 @@ impl CriService {
         self: Arc<Self>,
         hooks: Chain,
         req: Box<pb::RunPodSandboxRequest>,
+        sent: AsSent,
     ) -> Result<pb::RunPodSandboxResponse, Status> {
         let mut rec = Rec::new("RunPodSandbox");
         let pod = view::pod_from_config(
@@ -368,8 +387,9 @@ impl CriService {
             hooks,
             wit::Request::RunPod(pod),
             req,
+            sent,
             apply,
-            |r| async move { client.run_pod_sandbox(r).await },
+            |r, wire| async move { client.run_pod_sandbox(r, wire).await },
             |r| r.pod_sandbox_id.clone(),
         )
         .await
@@ -377,6 +397,7 @@ impl CriService {
 
     /// A call whose request is only a pod's or a container's ID: hooks see it as the runtime
     /// knows it, and may allow or deny.
+    #[allow(clippy::too_many_arguments)]
     async fn scoped_call<Req, Resp, Fut>(
         &self,
         method: &str,
@@ -384,7 +405,8 @@ impl CriService {
         hooks: Chain,
         scope: Scope,
         req: Box<Req>,
-        call: impl FnOnce(Runtime, Box<Req>) -> Fut,
+        sent: AsSent,
+        call: impl FnOnce(Runtime, Box<Req>, Wire) -> Fut,
     ) -> Result<Resp, Status>
     where
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
@@ -406,8 +428,9 @@ impl CriService {
             hooks,
             view,
             req,
+            sent,
             no_adjustment,
-            |r| call(client, r),
+            |r, wire| call(client, r, wire),
             move |_| id.clone(),
         )
         .await
@@ -417,6 +440,7 @@ impl CriService {
         self: Arc<Self>,
         hooks: Chain,
         req: Box<pb::StopPodSandboxRequest>,
+        sent: AsSent,
     ) -> Result<pb::StopPodSandboxResponse, Status> {
         let id = req.pod_sandbox_id.clone();
         self.scoped_call(
@@ -425,7 +449,8 @@ impl CriService {
             hooks,
             Scope::Pod(wit::Request::StopPod),
             req,
-            |mut c, r| async move { c.stop_pod_sandbox(r).await },
+            sent,
+            |mut c, r, wire| async move { c.stop_pod_sandbox(r, wire).await },
         )
         .await
     }
@@ -434,6 +459,7 @@ impl CriService {
         self: Arc<Self>,
         hooks: Chain,
         req: Box<pb::RemovePodSandboxRequest>,
+        sent: AsSent,
     ) -> Result<pb::RemovePodSandboxResponse, Status> {
         let id = req.pod_sandbox_id.clone();
         self.scoped_call(
@@ -442,7 +468,8 @@ impl CriService {
             hooks,
             Scope::Pod(wit::Request::RemovePod),
             req,
-            |mut c, r| async move { c.remove_pod_sandbox(r).await },
+            sent,
+            |mut c, r, wire| async move { c.remove_pod_sandbox(r, wire).await },
         )
         .await
     }
@@ -451,6 +478,7 @@ impl CriService {
         self: Arc<Self>,
         hooks: Chain,
         req: Box<pb::StartContainerRequest>,
+        sent: AsSent,
     ) -> Result<pb::StartContainerResponse, Status> {
         let id = req.container_id.clone();
         self.scoped_call(
@@ -459,7 +487,8 @@ impl CriService {
             hooks,
             Scope::Container(wit::Request::StartContainer),
             req,
-            |mut c, r| async move { c.start_container(r).await },
+            sent,
+            |mut c, r, wire| async move { c.start_container(r, wire).await },
         )
         .await
     }
@@ -468,6 +497,7 @@ impl CriService {
         self: Arc<Self>,
         hooks: Chain,
         req: Box<pb::StopContainerRequest>,
+        sent: AsSent,
     ) -> Result<pb::StopContainerResponse, Status> {
         let id = req.container_id.clone();
         self.scoped_call(
@@ -476,7 +506,8 @@ impl CriService {
             hooks,
             Scope::Container(wit::Request::StopContainer),
             req,
-            |mut c, r| async move { c.stop_container(r).await },
+            sent,
+            |mut c, r, wire| async move { c.stop_container(r, wire).await },
         )
         .await
     }
@@ -485,6 +516,7 @@ impl CriService {
         self: Arc<Self>,
         hooks: Chain,
         req: Box<pb::RemoveContainerRequest>,
+        sent: AsSent,
     ) -> Result<pb::RemoveContainerResponse, Status> {
         let id = req.container_id.clone();
         self.scoped_call(
@@ -493,7 +525,8 @@ impl CriService {
             hooks,
             Scope::Container(wit::Request::RemoveContainer),
             req,
-            |mut c, r| async move { c.remove_container(r).await },
+            sent,
+            |mut c, r, wire| async move { c.remove_container(r, wire).await },
         )
         .await
     }
@@ -502,6 +535,7 @@ impl CriService {
         self: Arc<Self>,
         hooks: Chain,
         req: Box<pb::CreateContainerRequest>,
+        sent: AsSent,
     ) -> Result<pb::CreateContainerResponse, Status> {
         let mut rec = Rec::new("CreateContainer");
         rec.id("pod", &req.pod_sandbox_id);
@@ -531,8 +565,9 @@ impl CriService {
             hooks,
             wit::Request::CreateContainer((pod, container)),
             req,
+            sent,
             apply,
-            |r| async move { client.create_container(r).await },
+            |r, wire| async move { client.create_container(r, wire).await },
             |r| r.container_id.clone(),
         )
         .await
@@ -542,6 +577,7 @@ impl CriService {
         self: Arc<Self>,
         hooks: Chain,
         req: Box<pb::UpdateContainerResourcesRequest>,
+        sent: AsSent,
     ) -> Result<pb::UpdateContainerResourcesResponse, Status> {
         let mut rec = Rec::new("UpdateContainerResources");
         rec.id("container", &req.container_id);
@@ -558,8 +594,9 @@ impl CriService {
             hooks,
             wit::Request::UpdateContainer((pod, container)),
             req,
+            sent,
             apply,
-            |r| async move { client.update_container_resources(r).await },
+            |r, wire| async move { client.update_container_resources(r, wire).await },
             move |_| id.clone(),
         )
         .await
@@ -569,6 +606,7 @@ impl CriService {
         self: Arc<Self>,
         hooks: Chain,
         req: Box<pb::PullImageRequest>,
+        sent: AsSent,
     ) -> Result<pb::PullImageResponse, Status> {
         let mut rec = Rec::new("PullImage");
         let spec = req.image.clone().unwrap_or_default();
@@ -593,8 +631,9 @@ impl CriService {
             hooks,
             view,
             req,
+            sent,
             apply,
-            |r| async move { client.pull_image(r).await },
+            |r, wire| async move { client.pull_image(r, wire).await },
             |r| r.image_ref.clone(),
         )
         .await
@@ -632,10 +671,66 @@ fn no_adjustment<R>(_: &Merged, _: &mut R) -> Result<(), String> {
 fn hook_status(e: HookError) -> Status {
     let msg = e.to_string();
     match e {
-        HookError::Denied { .. } => Status::permission_denied(msg),
+        HookError::Denied { .. } | HookError::Refused(_) => Status::permission_denied(msg),
         HookError::Conflict(_) => Status::failed_precondition(msg),
         HookError::Failed { timeout: true, .. } => Status::deadline_exceeded(msg),
         HookError::Failed { .. } => Status::internal(msg),
+    }
+}
+
+/// A hooked request's message as the client sent it, and its type in the schema: what keeps the
+/// fields this build does not know ([`unknown`]).
+struct AsSent {
+    bytes: bytes::Bytes,
+    type_name: &'static str,
+}
+
+/// A decoded request and the bytes it was decoded from.
+struct Kept<Req>(Box<Req>, bytes::Bytes);
+
+/// Answers encoded by prost; requests decoded by prost and kept as they came, too.
+struct KeepCodec<Resp, Req>(std::marker::PhantomData<(Resp, Req)>);
+
+impl<Resp, Req> Default for KeepCodec<Resp, Req> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<Resp, Req> tonic::codec::Codec for KeepCodec<Resp, Req>
+where
+    Resp: prost::Message + Send + 'static,
+    Req: prost::Message + Default + Send + 'static,
+{
+    type Encode = Resp;
+    type Decode = Kept<Req>;
+    type Encoder = tonic_prost::ProstEncoder<Resp>;
+    type Decoder = KeepDecoder<Req>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        KeepDecoder(std::marker::PhantomData)
+    }
+}
+
+struct KeepDecoder<Req>(std::marker::PhantomData<Req>);
+
+impl<Req: prost::Message + Default> tonic::codec::Decoder for KeepDecoder<Req> {
+    type Item = Kept<Req>;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Kept<Req>>, Status> {
+        use bytes::Buf;
+        let bytes = src.copy_to_bytes(src.remaining());
+        // As tonic's prost codec answers a message that does not decode.
+        let msg = Req::decode(bytes.clone()).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Some(Kept(Box::new(msg), bytes)))
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use wasmgate_engine::bindings::cri_types::{Adjustment, Decision, Event, Outcome, Request};
 use wasmgate_engine::{CallError, LoadedPlugin, Registry};
 
+use super::grant::HookGrant;
 use super::view::Merged;
 use crate::config::FailurePolicy;
 use crate::trace::HookDecision;
@@ -15,12 +16,18 @@ use crate::trace::HookDecision;
 pub struct HookSpec {
     pub name: String,
     pub failure: FailurePolicy,
+    /// What the hook's adjustments may change.
+    pub grant: Arc<HookGrant>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("denied by hook {hook}: {reason}")]
     Denied { hook: String, reason: String },
+    /// An adjustment beyond the hook's grant, from a fail-closed hook; the message names the
+    /// hook and the field.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Conflict(String),
     #[error("hook {hook} failed and is fail-closed: {error}")]
@@ -124,7 +131,8 @@ impl Hooks {
     }
 
     /// Runs every subscribed hook's `pre` in order, each within its own timeout; returns the
-    /// merged adjustments.
+    /// merged adjustments. Each adjustment is held to its own hook's grant before it is merged:
+    /// beyond it, a fail-closed hook fails the call and a fail-open hook's adjustment is dropped.
     pub async fn pre(
         &self,
         hooks: &[Subscribed],
@@ -151,10 +159,24 @@ impl Hooks {
                         reason,
                     });
                 }
-                Ok(Decision::Adjust(a)) => {
-                    record(describe(&a));
-                    merged.add(&h.name, a).map_err(HookError::Conflict)?;
-                }
+                Ok(Decision::Adjust(a)) => match h.grant.check(&h.name, &a, req) {
+                    Ok(()) => {
+                        record(describe(&a));
+                        merged.add(&h.name, a).map_err(HookError::Conflict)?;
+                    }
+                    Err(why) if h.failure == FailurePolicy::Open => {
+                        tracing::warn!(hook = %h.name, "adjustment dropped (fail-open): {why}");
+                        record(format!(
+                            "refused, dropped (fail-open): {why}; {}",
+                            describe(&a)
+                        ));
+                    }
+                    Err(why) => {
+                        tracing::warn!(hook = %h.name, "adjustment refused: {why}");
+                        record(format!("refused: {why}; {}", describe(&a)));
+                        return Err(HookError::Refused(why));
+                    }
+                },
                 Err(e) if h.failure == FailurePolicy::Open => {
                     tracing::warn!(hook = %h.name, "hook failed, skipped (fail-open): {e}");
                     record(format!("skipped (fail-open): {e}"));

@@ -9,9 +9,12 @@
 
 pub mod builtin;
 mod front;
+mod grant;
 mod hooks;
+mod unknown;
 pub mod upstream;
 mod view;
 
 pub use front::{CriService, serve};
+pub use grant::{ENV_DENY, HookGrant, ResourcesGrant};
 pub use hooks::HookSpec;

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
@@ -57,11 +58,7 @@ impl Backend {
     pub fn runtime(&self) -> Runtime {
         match self {
             Self::Builtin { builtin, .. } => Runtime::Builtin(builtin.clone()),
-            remote => Runtime::Client(
-                RuntimeServiceClient::new(remote.clone())
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
-            ),
+            remote => Runtime::Client(remote.clone()),
         }
     }
 
@@ -69,11 +66,7 @@ impl Backend {
     pub fn images(&self) -> Images {
         match self {
             Self::Builtin { builtin, .. } => Images::Builtin(builtin.clone()),
-            remote => Images::Client(
-                ImageServiceClient::new(remote.clone())
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
-            ),
+            remote => Images::Client(remote.clone()),
         }
     }
 }
@@ -83,29 +76,55 @@ impl Backend {
 /// request, so for the builtin there is nothing to gain from encoding it again, and in a hooked
 /// CreateContainer those extra passes cost more than a hook.
 pub enum Runtime {
-    Client(RuntimeServiceClient<Backend>),
+    /// A runtime's socket, called with the generated client or, for requests sent as bytes,
+    /// tonic's plain one.
+    Client(Backend),
     Builtin(Arc<Builtin>),
 }
 
 /// The image service, likewise.
 pub enum Images {
-    Client(ImageServiceClient<Backend>),
+    Client(Backend),
     Builtin(Arc<Builtin>),
+}
+
+/// How a typed request goes on the wire to a runtime behind a socket. The builtin runtime gets
+/// the decoded request: it knows this build's schema and no other.
+pub enum Wire {
+    /// Encoded from the decoded request.
+    Typed,
+    /// These bytes, the request as the client sent it: no hook changed it.
+    AsCame(Bytes),
+    /// Encoded from the (adjusted) request, then these bytes: the fields of the request as it
+    /// came that this build's schema does not know ([`super::unknown`]).
+    With(Bytes),
 }
 
 /// Each typed call: the same method on the generated client or on the builtin's service trait.
 macro_rules! typed_calls {
-    ($ty:ident, $service:path { $($method:ident: $req:ty => $resp:ty,)* }) => {
+    ($ty:ident, $client:ident, $name:literal, $service:path { $($method:ident($m:literal): $req:ty => $resp:ty,)* }) => {
         impl $ty {
             $(
                 /// The request comes boxed: a CreateContainerRequest is 2.4 KB, and every future
                 /// that held it by value on its way here would carry and move it.
-                pub async fn $method(&mut self, r: Box<$req>) -> Result<tonic::Response<$resp>, tonic::Status> {
-                    match self {
+                pub async fn $method(&mut self, r: Box<$req>, wire: Wire) -> Result<tonic::Response<$resp>, tonic::Status> {
+                    const PATH: &str = concat!("/", $name, "/", $m);
+                    match (self, wire) {
                         // Boxed: tonic's client future is some 18 KiB, which every hooked
                         // handler's future would otherwise carry and move.
-                        Self::Client(c) => Box::pin(c.$method(*r)).await,
-                        Self::Builtin(b) => <Builtin as $service>::$method(b, tonic::Request::new(*r)).await,
+                        (Self::Client(b), Wire::Typed) => {
+                            let mut c = $client::new(b.clone())
+                                .max_decoding_message_size(MAX_MESSAGE)
+                                .max_encoding_message_size(MAX_MESSAGE);
+                            Box::pin(c.$method(*r)).await
+                        }
+                        (Self::Client(b), Wire::AsCame(bytes)) => Box::pin(as_bytes(b.clone(), PATH, bytes)).await,
+                        (Self::Client(b), Wire::With(unknown)) => {
+                            let mut bytes = prost::Message::encode_to_vec(&*r);
+                            bytes.extend_from_slice(&unknown);
+                            Box::pin(as_bytes(b.clone(), PATH, bytes.into())).await
+                        }
+                        (Self::Builtin(b), _) => <Builtin as $service>::$method(b, tonic::Request::new(*r)).await,
                     }
                 }
             )*
@@ -113,22 +132,86 @@ macro_rules! typed_calls {
     };
 }
 
-typed_calls!(Runtime, pb::runtime_service_server::RuntimeService {
-    run_pod_sandbox: pb::RunPodSandboxRequest => pb::RunPodSandboxResponse,
-    stop_pod_sandbox: pb::StopPodSandboxRequest => pb::StopPodSandboxResponse,
-    remove_pod_sandbox: pb::RemovePodSandboxRequest => pb::RemovePodSandboxResponse,
-    pod_sandbox_status: pb::PodSandboxStatusRequest => pb::PodSandboxStatusResponse,
-    create_container: pb::CreateContainerRequest => pb::CreateContainerResponse,
-    start_container: pb::StartContainerRequest => pb::StartContainerResponse,
-    stop_container: pb::StopContainerRequest => pb::StopContainerResponse,
-    remove_container: pb::RemoveContainerRequest => pb::RemoveContainerResponse,
-    list_containers: pb::ListContainersRequest => pb::ListContainersResponse,
-    update_container_resources: pb::UpdateContainerResourcesRequest => pb::UpdateContainerResourcesResponse,
+typed_calls!(Runtime, RuntimeServiceClient, "runtime.v1.RuntimeService", pb::runtime_service_server::RuntimeService {
+    run_pod_sandbox("RunPodSandbox"): pb::RunPodSandboxRequest => pb::RunPodSandboxResponse,
+    stop_pod_sandbox("StopPodSandbox"): pb::StopPodSandboxRequest => pb::StopPodSandboxResponse,
+    remove_pod_sandbox("RemovePodSandbox"): pb::RemovePodSandboxRequest => pb::RemovePodSandboxResponse,
+    pod_sandbox_status("PodSandboxStatus"): pb::PodSandboxStatusRequest => pb::PodSandboxStatusResponse,
+    create_container("CreateContainer"): pb::CreateContainerRequest => pb::CreateContainerResponse,
+    start_container("StartContainer"): pb::StartContainerRequest => pb::StartContainerResponse,
+    stop_container("StopContainer"): pb::StopContainerRequest => pb::StopContainerResponse,
+    remove_container("RemoveContainer"): pb::RemoveContainerRequest => pb::RemoveContainerResponse,
+    list_containers("ListContainers"): pb::ListContainersRequest => pb::ListContainersResponse,
+    update_container_resources("UpdateContainerResources"): pb::UpdateContainerResourcesRequest => pb::UpdateContainerResourcesResponse,
 });
 
-typed_calls!(Images, pb::image_service_server::ImageService {
-    pull_image: pb::PullImageRequest => pb::PullImageResponse,
+typed_calls!(Images, ImageServiceClient, "runtime.v1.ImageService", pb::image_service_server::ImageService {
+    pull_image("PullImage"): pb::PullImageRequest => pb::PullImageResponse,
 });
+
+/// A unary call whose request message is `bytes`, already encoded; the answer decoded.
+async fn as_bytes<Resp>(
+    backend: Backend,
+    path: &'static str,
+    bytes: Bytes,
+) -> Result<tonic::Response<Resp>, tonic::Status>
+where
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(backend)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("service was not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::from_static(path);
+    grpc.unary(
+        tonic::Request::new(bytes),
+        path,
+        BytesCodec::<Resp>::default(),
+    )
+    .await
+}
+
+/// Requests as bytes, answers as prost messages.
+struct BytesCodec<Resp>(std::marker::PhantomData<Resp>);
+
+impl<Resp> Default for BytesCodec<Resp> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<Resp: prost::Message + Default + Send + 'static> tonic::codec::Codec for BytesCodec<Resp> {
+    type Encode = Bytes;
+    type Decode = Resp;
+    type Encoder = BytesEncoder;
+    type Decoder = tonic_prost::ProstDecoder<Resp>;
+
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+struct BytesEncoder;
+
+impl tonic::codec::Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
 
 impl Service<http::Request<Body>> for Backend {
     type Response = http::Response<Body>;

@@ -1,6 +1,9 @@
 //! Test fixture for the CRI proxy's hook chain: a runtime hook whose pre-hook misbehaves as the
 //! `wasi:config` key `mode` says. `trap` panics, `loop` spins forever, `oom` allocates without
-//! bound, `sleep` blocks in a host call for 30 s, `deny-all` denies every call, anything else allows. `events` (names separated by commas
+//! bound, `sleep` blocks in a host call for 30 s, `deny-all` denies every call; the hostile
+//! adjustments of a hook that takes over the node (see [`hostile`]: `bind`, `dev-mem`,
+//! `ld-preload`, `args`, `drop-memory`, `drop-sa-mount`, `rewrite-image`) are asked for as they
+//! are named; anything else allows. `events` (names separated by commas
 //! or spaces, as in `wit/runtime.wit`: `create-container`, `start-container`…) limits what it
 //! subscribes to; unset or empty means every event. The post-hook always returns at once.
 
@@ -11,7 +14,9 @@ wit_bindgen::generate!({
 });
 
 use exports::wasmgate::plugin::hook::Guest;
-use wasmgate::plugin::cri_types::{Decision, Event, Outcome, Request};
+use wasmgate::plugin::cri_types::{
+    Adjustment, Decision, Device, Event, Mount, Outcome, Request, Resources,
+};
 
 struct Hook;
 
@@ -47,7 +52,15 @@ impl Guest for Hook {
             .collect()
     }
 
-    fn pre(_req: Request) -> Decision {
+    fn pre(req: Request) -> Decision {
+        let param = |name: &str| from_request(&req, name).unwrap_or_else(|| key(name));
+        let mode = match key("mode").as_str() {
+            "from-request" => param("mode"),
+            mode => mode.to_string(),
+        };
+        if let Some(a) = hostile(&mode, &req, param) {
+            return Decision::Adjust(a);
+        }
         match key("mode").as_str() {
             "trap" => panic!("hook-misbehave asked to trap"),
             "loop" => {
@@ -74,6 +87,101 @@ impl Guest for Hook {
     }
 
     fn post(_req: Request, _outcome: Outcome) {}
+}
+
+/// The service account's token, which kubelet mounts into every pod that has one.
+const SA_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Mode `from-request` takes the mode, and every key a hostile mode reads, from the request's
+/// annotation `misbehave.wasmgate.io/<key>` (the container's, or the image request's), so that
+/// one hook misbehaves differently call by call.
+fn from_request(req: &Request, name: &str) -> Option<String> {
+    let annotations = match req {
+        Request::CreateContainer((_, c)) | Request::UpdateContainer((_, c)) => &c.annotations,
+        Request::PullImage(i) => &i.annotations,
+        _ => return None,
+    };
+    let wanted = format!("misbehave.wasmgate.io/{name}");
+    annotations
+        .iter()
+        .find(|(k, _)| *k == wanted)
+        .map(|(_, v)| v.clone())
+}
+
+/// An adjustment that would take over the node or the workload, if `mode` names one; `param`
+/// reads its keys:
+/// - `bind`: bind-mounts host path `host-path` (default `/`) at `/host`, read-write unless
+///   `readonly` is `true`;
+/// - `dev-mem`: adds `/dev/mem` with `rwm`;
+/// - `ld-preload`: sets `LD_PRELOAD=/host/evil.so`;
+/// - `args`: replaces the args with `sh -c` and a command of its own;
+/// - `drop-memory`: the request's resources with the memory limit removed;
+/// - `drop-sa-mount`: removes the service account's token mount;
+/// - `rewrite-image`: moves the image to `image` (default `evil.example/busybox:latest`).
+fn hostile(mode: &str, req: &Request, key: impl Fn(&str) -> String) -> Option<Adjustment> {
+    let mut a = Adjustment {
+        annotations: vec![],
+        remove_annotations: vec![],
+        labels: vec![],
+        remove_labels: vec![],
+        env: vec![],
+        remove_env: vec![],
+        mounts: vec![],
+        remove_mounts: vec![],
+        devices: vec![],
+        remove_devices: vec![],
+        resources: None,
+        args: None,
+        image: None,
+    };
+    let or = |k: &str, default: &str| {
+        Some(key(k))
+            .filter(|v| !v.is_empty())
+            .unwrap_or(default.into())
+    };
+    match mode {
+        "bind" => a.mounts.push(Mount {
+            container_path: "/host".into(),
+            host_path: or("host-path", "/"),
+            readonly: key("readonly") == "true",
+        }),
+        "dev-mem" => a.devices.push(Device {
+            container_path: "/dev/mem".into(),
+            host_path: "/dev/mem".into(),
+            permissions: "rwm".into(),
+        }),
+        "ld-preload" => a.env.push(("LD_PRELOAD".into(), "/host/evil.so".into())),
+        "args" => {
+            a.args = Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "cat /host/etc/shadow".into(),
+            ])
+        }
+        "drop-memory" => {
+            let was = match req {
+                Request::CreateContainer((_, c)) | Request::UpdateContainer((_, c)) => {
+                    c.resources.clone()
+                }
+                _ => None,
+            };
+            a.resources = Some(Resources {
+                memory_limit_bytes: 0,
+                ..was.unwrap_or(Resources {
+                    cpu_period: 0,
+                    cpu_quota: 0,
+                    cpu_shares: 0,
+                    memory_limit_bytes: 0,
+                    cpuset_cpus: String::new(),
+                    cpuset_mems: String::new(),
+                })
+            });
+        }
+        "drop-sa-mount" => a.remove_mounts.push(SA_MOUNT.into()),
+        "rewrite-image" => a.image = Some(or("image", "evil.example/busybox:latest")),
+        _ => return None,
+    }
+    Some(a)
 }
 
 export!(Hook);
