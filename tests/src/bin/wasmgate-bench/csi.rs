@@ -96,13 +96,10 @@ async fn get_info_vs_native(mut wasm: Csi, mut native: Csi, calls: usize) -> Res
 
 /// Create -> Stage -> Publish -> Unpublish -> Unstage -> Delete, with real bind mounts.
 async fn lifecycles(d: &Daemon, mut c: Csi, n: usize) -> Result<()> {
-    let root = d.dir.join("bench-pods");
     let started = Instant::now();
-    for i in 0..n {
-        let pod = root.join(format!("pod{i}"));
-        let staging = pod.join("globalmount");
-        let target = pod.join("mount");
-        std::fs::create_dir_all(&staging)?;
+    for _ in 0..n {
+        // Where kubelet would put them: the daemon refuses paths outside its kubelet_dir.
+        let (staging, target) = csi::pod_paths(&d.kubelet_dir());
         let vol = c
             .controller
             .create_volume(csi::create_request(&unique("bench-"), 1 << 20))

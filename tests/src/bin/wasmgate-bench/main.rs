@@ -36,6 +36,7 @@
 
 mod cri;
 mod csi;
+mod grants;
 mod grpc;
 mod langs;
 
@@ -270,6 +271,26 @@ fn engine_overhead(wasm: &Path, sizes: Sizes) -> Result<()> {
         println!(
             "    (per-call: the caller's task, permit, idle instance, epoch yield, timeout; fresh adds \
              a new store and instantiation)"
+        );
+        // The grant checks every ADD and every hooked call pays, against the guest call above.
+        let (net, hook) = grants::measure(sizes.engine_iters * 10)?;
+        println!(
+            "{:<44}{:>12.2}{:>11.2}x   {}",
+            "grant checks of an ADD (plan + result)",
+            net,
+            net / w.median_us(),
+            verdict(net <= grants::BUDGET_US)
+        );
+        println!(
+            "{:<44}{:>12.2}{:>11.2}x   {}",
+            "grant check of a hook's adjustment",
+            hook,
+            hook / w.median_us(),
+            verdict(hook <= grants::BUDGET_US)
+        );
+        println!(
+            "    (grant checks: median µs per call, its ratio to (2), and the budget of {} µs a call)",
+            grants::BUDGET_US
         );
 
         // The same ADD + DEL with the plugin's store on tmpfs, where fdatasync costs nothing:
