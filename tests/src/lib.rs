@@ -544,7 +544,9 @@ impl Daemon {
             b = plugin("bridge-ipam").display(),
             h = path.display(),
         );
-        Self::start_toml(&toml, &["csi.sock"])
+        // The registration socket comes up after the CSI one, as kubelet expects: wait for both.
+        let registration = format!("plugins_registry/{TEST_DRIVER}-reg.sock");
+        Self::start_toml(&toml, &["csi.sock", &registration])
     }
 
     /// A daemon serving CRI on [`Daemon::cri_socket`] in front of the builtin runtime (or
@@ -905,7 +907,12 @@ impl Daemon {
         ];
         let mut wait_sockets = vec![dir.join("cri.sock")];
         if csi {
+            // Registration comes up last, after the CSI socket it names.
             wait_sockets.push(dir.join("csi.sock"));
+            wait_sockets.push(
+                dir.join("plugins_registry")
+                    .join(format!("{TEST_DRIVER}-reg.sock")),
+            );
         }
         let mut d = Self {
             node: Netns::new("wgl"),
