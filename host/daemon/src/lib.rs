@@ -147,7 +147,7 @@ pub async fn run_with(
             tracing::info!(finished, "finished teardowns a previous run left");
         }
         // DELs queued while we were down go first: an ADD for the same pod must not overtake them.
-        let poll = Duration::from_millis(cni.queue_poll_ms.max(50));
+        let poll = Duration::from_millis(cni.queue_poll_ms);
         let backoff = cni::queue::Backoff {
             first: poll,
             max: Duration::from_millis(cni.queue_retry_max_ms).max(poll),

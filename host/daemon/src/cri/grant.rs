@@ -473,21 +473,7 @@ mod tests {
     use super::*;
 
     fn adj() -> wit::Adjustment {
-        wit::Adjustment {
-            annotations: vec![],
-            remove_annotations: vec![],
-            labels: vec![],
-            remove_labels: vec![],
-            env: vec![],
-            remove_env: vec![],
-            mounts: vec![],
-            remove_mounts: vec![],
-            devices: vec![],
-            remove_devices: vec![],
-            resources: None,
-            args: None,
-            image: None,
-        }
+        super::super::view::empty_adjustment()
     }
 
     fn res(mem: i64, quota: i64, shares: i64, cpus: &str) -> wit::Resources {

@@ -381,26 +381,32 @@ pub fn validate_container(c: &pb::ContainerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// An adjustment that changes nothing, for the unit tests of this module and the grant's.
+#[cfg(test)]
+pub(super) fn empty_adjustment() -> wit::Adjustment {
+    wit::Adjustment {
+        annotations: vec![],
+        remove_annotations: vec![],
+        labels: vec![],
+        remove_labels: vec![],
+        env: vec![],
+        remove_env: vec![],
+        mounts: vec![],
+        remove_mounts: vec![],
+        devices: vec![],
+        remove_devices: vec![],
+        resources: None,
+        args: None,
+        image: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn adj() -> wit::Adjustment {
-        wit::Adjustment {
-            annotations: vec![],
-            remove_annotations: vec![],
-            labels: vec![],
-            remove_labels: vec![],
-            env: vec![],
-            remove_env: vec![],
-            mounts: vec![],
-            remove_mounts: vec![],
-            devices: vec![],
-            remove_devices: vec![],
-            resources: None,
-            args: None,
-            image: None,
-        }
+        empty_adjustment()
     }
 
     #[test]
